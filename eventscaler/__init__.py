@@ -1,0 +1,3 @@
+"""eventscaler: a standalone, event-driven autoscaler for Kubernetes Deployments."""
+
+__version__ = "0.1.0"

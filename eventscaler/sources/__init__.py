@@ -1,0 +1,1 @@
+"""Queue sources: one module per queue service, each the only importer of its SDK."""
