@@ -1,8 +1,51 @@
-"""Rule file: frozen dataclasses (loader still to come in this module)."""
+"""The rule file: YAML in, frozen dataclasses out, every problem named by file, rule and field.
+
+Loading is per rule: a rule with a problem is reported and left out, the others load. Only a file
+that cannot be read at all (unreadable, not YAML, wrong top-level shape, bad `defaults`) is fatal,
+and then the caller keeps the rules it had.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import math
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# KEDA's ScaledObject defaults, so a migrated rule behaves the same when a field is left out.
+DEFAULT_POLLING_INTERVAL = 30.0
+DEFAULT_COOLDOWN_PERIOD = 300.0
+DEFAULT_MIN_REPLICAS = 0
+DEFAULT_MAX_REPLICAS = 100
+DEFAULT_TOLERANCE = 0.1
+DEFAULT_QUEUE_LENGTH = 5.0
+DEFAULT_CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+# The HPA's default scale-down stabilization; scale-up is immediate unless the user limits it.
+DEFAULT_SCALE_DOWN_STABILIZATION = 300.0
+MAX_STABILIZATION_WINDOW = 3600.0
+MAX_POLICY_PERIOD = 1800.0
+
+QUEUE_LENGTH_STRATEGIES = {"all": "all", "visibleonly": "visibleOnly"}
+SELECT_POLICIES = ("Max", "Min", "Disabled")
+POLICY_TYPES = ("Pods", "Percent")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_AZURE_QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The records
 
 
 @dataclass(frozen=True)
@@ -10,12 +53,457 @@ class AzureQueueTrigger:
     """One `type: azure-queue` trigger of a rule (field names follow KEDA's trigger metadata)."""
 
     queue_name: str
-    queue_length: float = 5.0
+    queue_length: float = DEFAULT_QUEUE_LENGTH
     activation_queue_length: float = 0.0
     queue_length_strategy: str = "all"  # "all" or "visibleOnly"
-    connection_from_env: str = "AZURE_STORAGE_CONNECTION_STRING"
+    connection_from_env: str = DEFAULT_CONNECTION_ENV
     name: str = ""  # for logs; defaults to the queue name
 
     @property
     def label(self) -> str:
         return self.name or self.queue_name
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    """An HPA scaling policy: at most `value` pods or percent per `period_seconds`."""
+
+    type: str  # "Pods" or "Percent"
+    value: int
+    period_seconds: float
+
+
+@dataclass(frozen=True)
+class ScalingRules:
+    """One direction of the HPA's `behavior`. No policies means no rate limit."""
+
+    stabilization_window_seconds: float = 0.0
+    select_policy: str = "Max"
+    policies: tuple[ScalingPolicy, ...] = ()
+
+
+@dataclass(frozen=True)
+class Behavior:
+    scale_up: ScalingRules = field(default_factory=ScalingRules)
+    scale_down: ScalingRules = field(
+        default_factory=lambda: ScalingRules(DEFAULT_SCALE_DOWN_STABILIZATION)
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One Deployment scaled on one or more queues."""
+
+    name: str
+    namespace: str
+    deployment: str
+    triggers: tuple[AzureQueueTrigger, ...]
+    min_replicas: int = DEFAULT_MIN_REPLICAS
+    max_replicas: int = DEFAULT_MAX_REPLICAS
+    polling_interval: float = DEFAULT_POLLING_INTERVAL
+    cooldown_period: float = DEFAULT_COOLDOWN_PERIOD
+    tolerance: float = DEFAULT_TOLERANCE
+    behavior: Behavior = field(default_factory=Behavior)
+
+    @property
+    def target(self) -> str:
+        return f"{self.namespace}/{self.deployment}"
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with the rule file, said so a person can find and fix it."""
+
+    source: str
+    where: str  # "rules[2] (hello-keda)", "defaults", or "" for the file itself
+    field: str  # dotted path inside `where`, e.g. "triggers[0].queueLength"
+    message: str  # "expected a positive number, got 'ten'"
+    rule_name: str | None = None  # the rule left out because of this problem, when named
+
+    def __str__(self) -> str:
+        location = ".".join(part for part in (self.where, self.field) if part)
+        return (
+            f"{self.source}: {location}: {self.message}"
+            if location
+            else (f"{self.source}: {self.message}")
+        )
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a load produced: the rules that are valid, and every problem found."""
+
+    source: str
+    rules: tuple[Rule, ...] = ()
+    problems: tuple[ConfigProblem, ...] = ()
+    fatal: bool = False  # the file as a whole is unusable: keep the rules already in force
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def rejected_rule_names(self) -> set[str]:
+        """Names of rules that were written in the file but left out because of a problem."""
+        return {p.rule_name for p in self.problems if p.rule_name}
+
+
+class ConfigError(Exception):
+    """A field's value is wrong; `field` is its dotted path within the rule or section."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------
+# Small value parsers: each returns the clean value or raises ConfigError(field, message)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_duration(value: Any, field: str, allow_zero: bool = True) -> float:
+    """Seconds from a number or a string like "30", "30s", "5m", "1h30m", "500ms"."""
+    expected = "expected a duration (seconds, or a string like '30s', '5m', '1h30m')"
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if parts and "".join(n + u for n, u in parts) == text:
+                unit_seconds = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+                seconds = sum(float(n) * unit_seconds[u] for n, u in parts)
+    if seconds is None or not math.isfinite(seconds):
+        raise ConfigError(field, f"{expected}, got {_show(value)}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise ConfigError(field, f"expected a duration of {bound} seconds, got {_show(value)}")
+    return seconds
+
+
+def _parse_int(value: Any, field: str, minimum: int) -> int:
+    is_whole_number = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not is_whole_number or value < minimum:
+        raise ConfigError(field, f"expected a whole number >= {minimum}, got {_show(value)}")
+    return int(value)
+
+
+def _parse_number(value: Any, field: str, positive: bool) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        kind = "a positive number" if positive else "a number >= 0"
+        raise ConfigError(field, f"expected {kind}, got {_show(value)}")
+    return float(value)
+
+
+def _parse_str(value: Any, field: str, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ConfigError(field, f"expected {what}, got {_show(value)}")
+    return value
+
+
+def _parse_choice(value: Any, field: str, choices: Mapping[str, str]) -> str:
+    """A case-insensitive choice; returns the canonical spelling."""
+    if isinstance(value, str) and value.lower() in choices:
+        return choices[value.lower()]
+    shown = " or ".join(repr(c) for c in dict.fromkeys(choices.values()))
+    raise ConfigError(field, f"expected {shown}, got {_show(value)}")
+
+
+def _check_mapping(value: Any, field: str, known: Collection[str]) -> Mapping[str, Any]:
+    """Check `value` is a mapping whose keys are all known; typos get a suggestion."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, f"expected a mapping, got {_show(value)}")
+    for key in value:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            prefix = f"{field}." if field else ""
+            allowed = ", ".join(sorted(known))
+            raise ConfigError(f"{prefix}{key}", f"unknown field{hint}; known fields: {allowed}")
+    return value
+
+
+def _required(data: Mapping[str, Any], key: str, field: str) -> Any:
+    if data.get(key) is None:
+        raise ConfigError(field, "is required")
+    return data[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+TRIGGER_FIELDS = {
+    "type",
+    "name",
+    "queueName",
+    "queueLength",
+    "activationQueueLength",
+    "queueLengthStrategy",
+    "connectionFromEnv",
+}
+SCALING_RULES_FIELDS = {"stabilizationWindowSeconds", "selectPolicy", "policies"}
+POLICY_FIELDS = {"type", "value", "periodSeconds"}
+RULE_FIELDS = {
+    "name",
+    "namespace",
+    "deployment",
+    "minReplicas",
+    "maxReplicas",
+    "pollingInterval",
+    "cooldownPeriod",
+    "tolerance",
+    "triggers",
+    "behavior",
+}
+DEFAULTABLE_FIELDS = RULE_FIELDS - {"name", "deployment"}
+
+
+def parse_trigger(data: Any, field: str) -> AzureQueueTrigger:
+    data = _check_mapping(data, field, TRIGGER_FIELDS)
+    kind = _required(data, "type", f"{field}.type")
+    if kind != "azure-queue":
+        raise ConfigError(f"{field}.type", f"expected 'azure-queue', got {_show(kind)}")
+    queue_name = _parse_str(
+        _required(data, "queueName", f"{field}.queueName"),
+        f"{field}.queueName",
+        _AZURE_QUEUE_NAME,
+        "an Azure queue name (3-63 lowercase letters, digits and single hyphens)",
+    )
+    return AzureQueueTrigger(
+        queue_name=queue_name,
+        queue_length=_parse_number(
+            data.get("queueLength", DEFAULT_QUEUE_LENGTH), f"{field}.queueLength", positive=True
+        ),
+        activation_queue_length=_parse_number(
+            data.get("activationQueueLength", 0), f"{field}.activationQueueLength", positive=False
+        ),
+        queue_length_strategy=_parse_choice(
+            data.get("queueLengthStrategy", "all"),
+            f"{field}.queueLengthStrategy",
+            QUEUE_LENGTH_STRATEGIES,
+        ),
+        connection_from_env=_parse_str(
+            data.get("connectionFromEnv", DEFAULT_CONNECTION_ENV),
+            f"{field}.connectionFromEnv",
+            _ENV_NAME,
+            "the name of an environment variable",
+        ),
+        name=_parse_str(data.get("name", queue_name), f"{field}.name", _RULE_NAME, "a name"),
+    )
+
+
+def parse_policy(data: Any, field: str) -> ScalingPolicy:
+    data = _check_mapping(data, field, POLICY_FIELDS)
+    kind = _parse_choice(
+        _required(data, "type", f"{field}.type"),
+        f"{field}.type",
+        {t.lower(): t for t in POLICY_TYPES},
+    )
+    value = _parse_int(_required(data, "value", f"{field}.value"), f"{field}.value", minimum=1)
+    period = parse_duration(
+        _required(data, "periodSeconds", f"{field}.periodSeconds"),
+        f"{field}.periodSeconds",
+        allow_zero=False,
+    )
+    if period > MAX_POLICY_PERIOD:
+        raise ConfigError(
+            f"{field}.periodSeconds",
+            f"expected at most {MAX_POLICY_PERIOD:g} seconds, got {period:g}",
+        )
+    return ScalingPolicy(kind, value, period)
+
+
+def parse_scaling_rules(data: Any, field: str, default_window: float) -> ScalingRules:
+    data = _check_mapping(data, field, SCALING_RULES_FIELDS)
+    window = parse_duration(
+        data.get("stabilizationWindowSeconds", default_window),
+        f"{field}.stabilizationWindowSeconds",
+    )
+    if window > MAX_STABILIZATION_WINDOW:
+        raise ConfigError(
+            f"{field}.stabilizationWindowSeconds",
+            f"expected at most {MAX_STABILIZATION_WINDOW:g} seconds, got {window:g}",
+        )
+    policies = data.get("policies") or []
+    if not isinstance(policies, list):
+        raise ConfigError(f"{field}.policies", f"expected a list, got {_show(policies)}")
+    return ScalingRules(
+        stabilization_window_seconds=window,
+        select_policy=_parse_choice(
+            data.get("selectPolicy", "Max"),
+            f"{field}.selectPolicy",
+            {s.lower(): s for s in SELECT_POLICIES},
+        ),
+        policies=tuple(parse_policy(p, f"{field}.policies[{i}]") for i, p in enumerate(policies)),
+    )
+
+
+def parse_behavior(data: Any, field: str) -> Behavior:
+    data = _check_mapping(data, field, {"scaleUp", "scaleDown"})
+    return Behavior(
+        scale_up=parse_scaling_rules(data.get("scaleUp") or {}, f"{field}.scaleUp", 0.0),
+        scale_down=parse_scaling_rules(
+            data.get("scaleDown") or {}, f"{field}.scaleDown", DEFAULT_SCALE_DOWN_STABILIZATION
+        ),
+    )
+
+
+def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | None = None) -> Rule:
+    """Build a Rule from one entry of `rules` already merged with `defaults`."""
+    name = _parse_str(_required(data, "name", "name"), "name", _RULE_NAME, "a rule name")
+    namespace = _parse_str(
+        data.get("namespace", "default"), "namespace", _DNS_LABEL, "a Kubernetes namespace name"
+    )
+    if allowed_namespaces is not None and namespace not in allowed_namespaces:
+        allowed = ", ".join(sorted(allowed_namespaces)) or "none"
+        raise ConfigError(
+            "namespace",
+            f"namespace {namespace!r} is not in this autoscaler's allow-list ({allowed})",
+        )
+    deployment = _parse_str(
+        _required(data, "deployment", "deployment"),
+        "deployment",
+        _DNS_SUBDOMAIN,
+        "a Deployment name",
+    )
+    min_replicas = _parse_int(data.get("minReplicas", DEFAULT_MIN_REPLICAS), "minReplicas", 0)
+    max_replicas = _parse_int(data.get("maxReplicas", DEFAULT_MAX_REPLICAS), "maxReplicas", 1)
+    if min_replicas > max_replicas:
+        raise ConfigError(
+            "minReplicas", f"must not exceed maxReplicas ({max_replicas}), got {min_replicas}"
+        )
+    triggers = _required(data, "triggers", "triggers")
+    if not isinstance(triggers, list) or not triggers:
+        raise ConfigError("triggers", f"expected a non-empty list, got {_show(triggers)}")
+    parsed_triggers = tuple(parse_trigger(t, f"triggers[{i}]") for i, t in enumerate(triggers))
+    labels = [t.label for t in parsed_triggers]
+    for i, label in enumerate(labels):
+        if labels.index(label) != i:
+            raise ConfigError(f"triggers[{i}].name", f"duplicate trigger name {label!r}")
+    return Rule(
+        name=name,
+        namespace=namespace,
+        deployment=deployment,
+        triggers=parsed_triggers,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        polling_interval=parse_duration(
+            data.get("pollingInterval", DEFAULT_POLLING_INTERVAL), "pollingInterval", False
+        ),
+        cooldown_period=parse_duration(
+            data.get("cooldownPeriod", DEFAULT_COOLDOWN_PERIOD), "cooldownPeriod"
+        ),
+        tolerance=_parse_number(data.get("tolerance", DEFAULT_TOLERANCE), "tolerance", False),
+        behavior=parse_behavior(data.get("behavior") or {}, "behavior"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The file
+
+
+def parse_rules_text(
+    text: str, source: str, allowed_namespaces: Collection[str] | None = None
+) -> LoadResult:
+    """Parse a whole rule file. Never raises for bad content: problems are in the result."""
+
+    def fatal(field: str, message: str) -> LoadResult:
+        return LoadResult(source, problems=(ConfigProblem(source, "", field, message),), fatal=True)
+
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        return fatal("", f"not valid YAML{where}: {problem}")
+    if document is None:
+        return fatal("", "the file is empty: expected a mapping with a 'rules' list")
+    try:
+        document = _check_mapping(document, "", {"defaults", "rules"})
+    except ConfigError as exc:
+        return fatal(exc.field, exc.message)
+    rules_data = document.get("rules")
+    if not isinstance(rules_data, list):
+        return fatal("rules", f"expected a list of rules, got {_show(rules_data)}")
+    defaults = document.get("defaults") or {}
+    try:
+        defaults = _check_mapping(defaults, "defaults", DEFAULTABLE_FIELDS)
+        # A default that is itself invalid would break every rule: check it once, on its own.
+        _check_defaults(defaults)
+    except ConfigError as exc:
+        return LoadResult(
+            source,
+            problems=(ConfigProblem(source, "defaults", exc.field, exc.message),),
+            fatal=True,
+        )
+
+    rules: list[Rule] = []
+    problems: list[ConfigProblem] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(rules_data):
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        name = name if isinstance(name, str) and name else None
+        where = f"rules[{index}] ({name})" if name else f"rules[{index}]"
+        try:
+            entry = _check_mapping(entry, "", RULE_FIELDS)
+            rule = parse_rule({**defaults, **entry}, allowed_namespaces)
+        except ConfigError as exc:
+            problems.append(ConfigProblem(source, where, exc.field, exc.message, name))
+            continue
+        if rule.name in seen:
+            # The first rule of that name stays; only the repeat is left out.
+            problem = ConfigProblem(source, where, "name", f"duplicate rule name {name!r}")
+            problems.append(problem)
+            continue
+        seen.add(rule.name)
+        rules.append(rule)
+    return LoadResult(source, tuple(rules), tuple(problems))
+
+
+def _check_defaults(defaults: Mapping[str, Any]) -> None:
+    checks: dict[str, Callable[[Any], object]] = {
+        "pollingInterval": lambda v: parse_duration(v, "pollingInterval", allow_zero=False),
+        "cooldownPeriod": lambda v: parse_duration(v, "cooldownPeriod"),
+        "minReplicas": lambda v: _parse_int(v, "minReplicas", 0),
+        "maxReplicas": lambda v: _parse_int(v, "maxReplicas", 1),
+        "tolerance": lambda v: _parse_number(v, "tolerance", positive=False),
+        "behavior": lambda v: parse_behavior(v, "behavior"),
+    }
+    for key, check in checks.items():
+        if key in defaults:
+            check(defaults[key])
+
+
+def load_rules(path: str | Path, allowed_namespaces: Collection[str] | None = None) -> LoadResult:
+    """Read and parse the rule file at `path`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problem = ConfigProblem(source, "", "", f"cannot read the rule file: {reason}")
+        return LoadResult(source, problems=(problem,), fatal=True)
+    return parse_rules_text(text, source, allowed_namespaces)
+
+
+def describe_rule(rule: Rule) -> str:
+    """A one-line summary of a rule, for `validate` and start-up logs."""
+    triggers = ", ".join(
+        f"azure-queue {t.queue_name} (target {t.queue_length:g}/replica, "
+        f"activation > {t.activation_queue_length:g}, {t.queue_length_strategy})"
+        for t in rule.triggers
+    )
+    return (
+        f"{rule.name}: {rule.target} replicas {rule.min_replicas}..{rule.max_replicas}, "
+        f"every {rule.polling_interval:g}s, cooldown {rule.cooldown_period:g}s, on {triggers}"
+    )

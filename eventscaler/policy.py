@@ -1,0 +1,252 @@
+"""The decision: readings, state and time in; the replicas to run and why out. No I/O, no clock.
+
+Every step, in order (the README lists them for users):
+1. Per trigger: desired = ceil(length / queueLength). Between non-zero counts a trigger inside the
+   HPA's tolerance (|length / (queueLength x current) - 1| <= tolerance) proposes `current`.
+   The rule's proposal is the highest one.
+2. active = some trigger's length > its activationQueueLength. A tick on which a trigger failed
+   also counts as (possible) activity: a reading we did not get is never a reading of zero.
+3. At 0 replicas: active -> straight to the proposal, clamped to [max(min, 1), max]. Idle -> stay,
+   or lift to minReplicas when it is above 0.
+4. Above 0 replicas, with minReplicas 0 and no activity for cooldownPeriod -> 0 (scale-down
+   policies, when given, still limit the step). Otherwise the proposal is clamped to
+   [max(min, 1), max] and goes through the HPA's stabilization (a target between the lowest
+   recommendation of the scale-up window and the highest of the scale-down window) and its rate
+   policies.
+5. A failed trigger forbids any scale-down on that tick; scale-up on what was read still happens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from eventscaler.config import AzureQueueTrigger, Rule, ScalingRules
+
+HOLD = "hold"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One trigger's outcome on one tick: a length, or the error that prevented it."""
+
+    trigger: str
+    length: int | None  # None when the read failed
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.length is not None
+
+
+@dataclass(frozen=True)
+class RuleState:
+    """What a rule remembers between ticks. Immutable: each decision returns the next one."""
+
+    last_active: float  # start-up counts as activity, so a restart never zeroes at once
+    recommendations: tuple[tuple[float, int], ...] = ()  # (time, replicas) for stabilization
+    scale_events: tuple[tuple[float, int], ...] = ()  # (time, replica change) for rate policies
+
+    def record_scale(self, now: float, current: int, target: int) -> RuleState:
+        """The state after a write from `current` to `target` succeeded."""
+        if target == current:
+            return self
+        return replace(self, scale_events=(*self.scale_events, (now, target - current)))
+
+
+def initial_state(now: float) -> RuleState:
+    return RuleState(last_active=now)
+
+
+@dataclass(frozen=True)
+class Decision:
+    current: int
+    target: int
+    active: bool
+    reason: str  # the step of the policy that decided, and the readings behind it
+    state: RuleState  # the state to keep for the next tick
+
+    @property
+    def changes(self) -> bool:
+        return self.target != self.current
+
+    @property
+    def direction(self) -> str:
+        if self.target > self.current:
+            return "up"
+        return "down" if self.target < self.current else HOLD
+
+
+def decide(
+    rule: Rule, readings: Sequence[Reading], current: int, state: RuleState, now: float
+) -> Decision:
+    """Decide the replicas for `rule`; `readings` are in the order of `rule.triggers`."""
+    summary = _describe_readings(rule, readings)
+    good = [
+        (t, r.length) for t, r in zip(rule.triggers, readings, strict=True) if r.length is not None
+    ]
+    failed = len(good) < len(readings)
+    read_active = any(length > t.activation_queue_length for t, length in good)
+    active = failed or read_active
+    state = _forget_old_history(rule, replace(state, last_active=now) if active else state, now)
+
+    def decision(target: int, why: str, next_state: RuleState = state) -> Decision:
+        return Decision(current, target, active, f"{why}; {summary}", next_state)
+
+    if not good:
+        return decision(current, "all readings failed: holding")
+
+    if current == 0:
+        if not read_active:
+            if rule.min_replicas > 0:
+                return decision(rule.min_replicas, f"below minReplicas {rule.min_replicas}")
+            return decision(0, "idle at zero")
+        target, why = _wake_from_zero(rule, good, state, now)
+        return decision(target, why, _remember(state, now, target))
+
+    idle_for = now - state.last_active
+    if rule.min_replicas == 0 and not active and idle_for >= rule.cooldown_period:
+        target = _apply_rate_policies(rule.behavior.scale_down, state, now, current, 0)
+        why = f"no activity for {idle_for:g}s >= cooldownPeriod {rule.cooldown_period:g}s"
+        if target > 0:
+            why += f": scale-down policy allows {target}"
+        return decision(target, why)
+
+    floor = max(rule.min_replicas, 1)
+    proposal = max(_proposal(t, length, current, rule.tolerance) for t, length in good)
+    clamped = min(max(proposal, floor), rule.max_replicas)
+    if failed and clamped <= current:
+        # Partial readings may not lower anything, not even the stabilization history.
+        return decision(current, "a trigger failed: never scaling down on a missing reading")
+    state = _remember(state, now, clamped)
+    stabilized = _stabilize(rule, state, now, current, clamped)
+    direction = rule.behavior.scale_up if stabilized > current else rule.behavior.scale_down
+    target = _apply_rate_policies(direction, state, now, current, stabilized)
+    return decision(target, _explain(current, proposal, clamped, stabilized, target), state)
+
+
+def _wake_from_zero(
+    rule: Rule, good: Sequence[tuple[AzureQueueTrigger, int]], state: RuleState, now: float
+) -> tuple[int, str]:
+    """From zero, go straight to what the backlog needs (at least one), not to one first."""
+    proposal = max(math.ceil(length / t.queue_length) for t, length in good)
+    clamped = min(max(proposal, rule.min_replicas, 1), rule.max_replicas)
+    target = _apply_rate_policies(rule.behavior.scale_up, state, now, 0, clamped)
+    why = f"activated from zero: backlog needs {proposal}"
+    if clamped != proposal:
+        why += f", clamped to {clamped}"
+    if target != clamped:
+        why += f", scale-up policy allows {target}"
+    return target, why
+
+
+def _remember(state: RuleState, now: float, recommendation: int) -> RuleState:
+    return replace(state, recommendations=(*state.recommendations, (now, recommendation)))
+
+
+def _proposal(trigger: AzureQueueTrigger, length: int, current: int, tolerance: float) -> int:
+    """The HPA's AverageValue rule for one trigger, with its tolerance."""
+    ratio = length / (trigger.queue_length * current)
+    if abs(ratio - 1.0) <= tolerance:
+        return current
+    return math.ceil(length / trigger.queue_length)
+
+
+def _stabilize(rule: Rule, state: RuleState, now: float, current: int, recommendation: int) -> int:
+    """Clamp `current` between the lowest recent up-recommendation and the highest down one."""
+    up_window = rule.behavior.scale_up.stabilization_window_seconds
+    down_window = rule.behavior.scale_down.stabilization_window_seconds
+    up = down = recommendation
+    for when, value in state.recommendations:
+        if when > now - up_window:
+            up = min(up, value)
+        if when > now - down_window:
+            down = max(down, value)
+    return min(max(current, up), down)
+
+
+def _apply_rate_policies(
+    rules: ScalingRules, state: RuleState, now: float, current: int, desired: int
+) -> int:
+    """Limit a step by the HPA's rate policies; no policies means no limit."""
+    if desired == current:
+        return desired
+    if rules.select_policy == "Disabled":
+        return current
+    if not rules.policies:
+        return desired
+    if desired > current:
+        limits = []
+        for policy in rules.policies:
+            added = sum(
+                d for t, d in state.scale_events if t > now - policy.period_seconds and d > 0
+            )
+            start = current - added
+            if policy.type == "Pods":
+                limits.append(start + policy.value)
+            else:
+                limits.append(math.ceil(start * (1 + policy.value / 100)))
+        limit = max(limits) if rules.select_policy == "Max" else min(limits)
+        # A percentage of zero is zero: waking from zero is always allowed one replica.
+        return min(desired, max(limit, 1 if current == 0 else current))
+    limits = []
+    for policy in rules.policies:
+        removed = -sum(
+            d for t, d in state.scale_events if t > now - policy.period_seconds and d < 0
+        )
+        start = current + removed
+        if policy.type == "Pods":
+            limits.append(start - policy.value)
+        else:
+            limits.append(math.floor(start * (1 - policy.value / 100)))
+    limit = min(limits) if rules.select_policy == "Max" else max(limits)
+    return max(desired, min(limit, current))
+
+
+def _forget_old_history(rule: Rule, state: RuleState, now: float) -> RuleState:
+    """Drop history older than any window or policy period can look at, so memory stays flat."""
+    behavior = rule.behavior
+    horizon = max(
+        behavior.scale_up.stabilization_window_seconds,
+        behavior.scale_down.stabilization_window_seconds,
+        *(p.period_seconds for p in behavior.scale_up.policies + behavior.scale_down.policies),
+        0.0,
+    )
+    cutoff = now - horizon
+    if (state.recommendations and state.recommendations[0][0] <= cutoff) or (
+        state.scale_events and state.scale_events[0][0] <= cutoff
+    ):
+        return replace(
+            state,
+            recommendations=tuple(r for r in state.recommendations if r[0] > cutoff),
+            scale_events=tuple(e for e in state.scale_events if e[0] > cutoff),
+        )
+    return state
+
+
+def _explain(current: int, proposal: int, clamped: int, stabilized: int, target: int) -> str:
+    if target == current:
+        if proposal == current:
+            return "at target (within tolerance)" if clamped == current else "at target"
+        if stabilized == current:
+            return f"backlog asks for {clamped}: held by the stabilization window"
+        return f"backlog asks for {clamped}: held by the rate policy"
+    why = f"backlog needs {proposal}"
+    if clamped != proposal:
+        why += f", clamped to {clamped}"
+    if stabilized != clamped:
+        why += f", stabilization window keeps {stabilized}"
+    if target != stabilized:
+        why += f", rate policy allows {target}"
+    return why
+
+
+def _describe_readings(rule: Rule, readings: Sequence[Reading]) -> str:
+    parts = []
+    for trigger, reading in zip(rule.triggers, readings, strict=True):
+        if reading.length is None:
+            parts.append(f"{trigger.label}=failed ({reading.error or 'no reading'})")
+        else:
+            parts.append(f"{trigger.label}={reading.length}/{trigger.queue_length:g}")
+    return "readings " + ", ".join(parts)
