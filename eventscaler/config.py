@@ -156,6 +156,34 @@ class ConfigError(Exception):
         self.message = message
 
 
+class ConfigErrors(Exception):
+    """Several fields of one rule are wrong: all are reported at once, not one per edit."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("; ".join(e.message for e in errors))
+        self.errors = errors
+
+
+class _Collector:
+    """Runs field parsers, keeping every error instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def take(self, parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return parse(*args, **kwargs)
+        except ConfigError as exc:
+            self.errors.append(exc)
+        except ConfigErrors as exc:
+            self.errors.extend(exc.errors)
+        return None
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigErrors(self.errors)
+
+
 # ---------------------------------------------------------------------------------------------
 # Small value parsers: each returns the clean value or raises ConfigError(field, message)
 
@@ -272,33 +300,51 @@ def parse_trigger(data: Any, field: str) -> AzureQueueTrigger:
     kind = _required(data, "type", f"{field}.type")
     if kind != "azure-queue":
         raise ConfigError(f"{field}.type", f"expected 'azure-queue', got {_show(kind)}")
-    queue_name = _parse_str(
-        _required(data, "queueName", f"{field}.queueName"),
-        f"{field}.queueName",
-        _AZURE_QUEUE_NAME,
-        "an Azure queue name (3-63 lowercase letters, digits and single hyphens)",
+    check = _Collector()
+    queue_name = check.take(
+        lambda: _parse_str(
+            _required(data, "queueName", f"{field}.queueName"),
+            f"{field}.queueName",
+            _AZURE_QUEUE_NAME,
+            "an Azure queue name (3-63 lowercase letters, digits and single hyphens)",
+        )
     )
-    return AzureQueueTrigger(
-        queue_name=queue_name,
-        queue_length=_parse_number(
-            data.get("queueLength", DEFAULT_QUEUE_LENGTH), f"{field}.queueLength", positive=True
+    values = {
+        "queue_length": check.take(
+            _parse_number,
+            data.get("queueLength", DEFAULT_QUEUE_LENGTH),
+            f"{field}.queueLength",
+            True,
         ),
-        activation_queue_length=_parse_number(
-            data.get("activationQueueLength", 0), f"{field}.activationQueueLength", positive=False
+        "activation_queue_length": check.take(
+            _parse_number,
+            data.get("activationQueueLength", 0),
+            f"{field}.activationQueueLength",
+            False,
         ),
-        queue_length_strategy=_parse_choice(
+        "queue_length_strategy": check.take(
+            _parse_choice,
             data.get("queueLengthStrategy", "all"),
             f"{field}.queueLengthStrategy",
             QUEUE_LENGTH_STRATEGIES,
         ),
-        connection_from_env=_parse_str(
+        "connection_from_env": check.take(
+            _parse_str,
             data.get("connectionFromEnv", DEFAULT_CONNECTION_ENV),
             f"{field}.connectionFromEnv",
             _ENV_NAME,
             "the name of an environment variable",
         ),
-        name=_parse_str(data.get("name", queue_name), f"{field}.name", _RULE_NAME, "a name"),
-    )
+        "name": check.take(
+            _parse_str,
+            data.get("name", queue_name or "queue"),
+            f"{field}.name",
+            _RULE_NAME,
+            "a name",
+        ),
+    }
+    check.raise_if_any()
+    return AzureQueueTrigger(queue_name=queue_name, **values)
 
 
 def parse_policy(data: Any, field: str) -> ScalingPolicy:
@@ -358,53 +404,90 @@ def parse_behavior(data: Any, field: str) -> Behavior:
 
 
 def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | None = None) -> Rule:
-    """Build a Rule from one entry of `rules` already merged with `defaults`."""
-    name = _parse_str(_required(data, "name", "name"), "name", _RULE_NAME, "a rule name")
-    namespace = _parse_str(
-        data.get("namespace", "default"), "namespace", _DNS_LABEL, "a Kubernetes namespace name"
+    """Build a Rule from one entry of `rules` already merged with `defaults`.
+
+    Raises ConfigErrors listing every wrong field, so one `validate` run shows them all.
+    """
+    check = _Collector()
+    name = check.take(
+        lambda: _parse_str(_required(data, "name", "name"), "name", _RULE_NAME, "a rule name")
     )
-    if allowed_namespaces is not None and namespace not in allowed_namespaces:
+    namespace = check.take(
+        _parse_str,
+        data.get("namespace", "default"),
+        "namespace",
+        _DNS_LABEL,
+        "a Kubernetes namespace name",
+    )
+    if namespace and allowed_namespaces is not None and namespace not in allowed_namespaces:
         allowed = ", ".join(sorted(allowed_namespaces)) or "none"
-        raise ConfigError(
-            "namespace",
-            f"namespace {namespace!r} is not in this autoscaler's allow-list ({allowed})",
+        check.errors.append(
+            ConfigError(
+                "namespace",
+                f"namespace {namespace!r} is not in this autoscaler's allow-list ({allowed})",
+            )
         )
-    deployment = _parse_str(
-        _required(data, "deployment", "deployment"),
-        "deployment",
-        _DNS_SUBDOMAIN,
-        "a Deployment name",
+    deployment = check.take(
+        lambda: _parse_str(
+            _required(data, "deployment", "deployment"),
+            "deployment",
+            _DNS_SUBDOMAIN,
+            "a Deployment name",
+        )
     )
-    min_replicas = _parse_int(data.get("minReplicas", DEFAULT_MIN_REPLICAS), "minReplicas", 0)
-    max_replicas = _parse_int(data.get("maxReplicas", DEFAULT_MAX_REPLICAS), "maxReplicas", 1)
-    if min_replicas > max_replicas:
-        raise ConfigError(
-            "minReplicas", f"must not exceed maxReplicas ({max_replicas}), got {min_replicas}"
+    min_replicas = check.take(
+        _parse_int, data.get("minReplicas", DEFAULT_MIN_REPLICAS), "minReplicas", 0
+    )
+    max_replicas = check.take(
+        _parse_int, data.get("maxReplicas", DEFAULT_MAX_REPLICAS), "maxReplicas", 1
+    )
+    if min_replicas is not None and max_replicas is not None and min_replicas > max_replicas:
+        check.errors.append(
+            ConfigError(
+                "minReplicas", f"must not exceed maxReplicas ({max_replicas}), got {min_replicas}"
+            )
         )
-    triggers = _required(data, "triggers", "triggers")
-    if not isinstance(triggers, list) or not triggers:
-        raise ConfigError("triggers", f"expected a non-empty list, got {_show(triggers)}")
-    parsed_triggers = tuple(parse_trigger(t, f"triggers[{i}]") for i, t in enumerate(triggers))
-    labels = [t.label for t in parsed_triggers]
-    for i, label in enumerate(labels):
-        if labels.index(label) != i:
-            raise ConfigError(f"triggers[{i}].name", f"duplicate trigger name {label!r}")
+    triggers = check.take(_parse_triggers, data.get("triggers"))
+    values = {
+        "polling_interval": check.take(
+            parse_duration,
+            data.get("pollingInterval", DEFAULT_POLLING_INTERVAL),
+            "pollingInterval",
+            False,
+        ),
+        "cooldown_period": check.take(
+            parse_duration, data.get("cooldownPeriod", DEFAULT_COOLDOWN_PERIOD), "cooldownPeriod"
+        ),
+        "tolerance": check.take(
+            _parse_number, data.get("tolerance", DEFAULT_TOLERANCE), "tolerance", False
+        ),
+        "behavior": check.take(parse_behavior, data.get("behavior") or {}, "behavior"),
+    }
+    check.raise_if_any()
     return Rule(
         name=name,
         namespace=namespace,
         deployment=deployment,
-        triggers=parsed_triggers,
+        triggers=triggers,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
-        polling_interval=parse_duration(
-            data.get("pollingInterval", DEFAULT_POLLING_INTERVAL), "pollingInterval", False
-        ),
-        cooldown_period=parse_duration(
-            data.get("cooldownPeriod", DEFAULT_COOLDOWN_PERIOD), "cooldownPeriod"
-        ),
-        tolerance=_parse_number(data.get("tolerance", DEFAULT_TOLERANCE), "tolerance", False),
-        behavior=parse_behavior(data.get("behavior") or {}, "behavior"),
+        **values,
     )
+
+
+def _parse_triggers(triggers: Any) -> tuple[AzureQueueTrigger, ...]:
+    if triggers is None:
+        raise ConfigError("triggers", "is required")
+    if not isinstance(triggers, list) or not triggers:
+        raise ConfigError("triggers", f"expected a non-empty list, got {_show(triggers)}")
+    check = _Collector()
+    parsed = [check.take(parse_trigger, t, f"triggers[{i}]") for i, t in enumerate(triggers)]
+    check.raise_if_any()
+    labels = [t.label for t in parsed]
+    for i, label in enumerate(labels):
+        if labels.index(label) != i:
+            raise ConfigError(f"triggers[{i}].name", f"duplicate trigger name {label!r}")
+    return tuple(parsed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,6 +543,11 @@ def parse_rules_text(
         except ConfigError as exc:
             problems.append(ConfigProblem(source, where, exc.field, exc.message, name))
             continue
+        except ConfigErrors as exc:
+            problems.extend(
+                ConfigProblem(source, where, e.field, e.message, name) for e in exc.errors
+            )
+            continue
         if rule.name in seen:
             # The first rule of that name stays; only the repeat is left out.
             problem = ConfigProblem(source, where, "name", f"duplicate rule name {name!r}")
@@ -507,3 +595,18 @@ def describe_rule(rule: Rule) -> str:
         f"{rule.name}: {rule.target} replicas {rule.min_replicas}..{rule.max_replicas}, "
         f"every {rule.polling_interval:g}s, cooldown {rule.cooldown_period:g}s, on {triggers}"
     )
+
+
+def rules_in_force(previous: Mapping[str, Rule], result: LoadResult) -> dict[str, Rule]:
+    """The rules to run after a (re)load: nothing that worked is lost to a bad edit.
+
+    A fatal result keeps every previous rule. Otherwise the valid rules of the file run, and a rule
+    that is now rejected keeps its last good version; rules no longer in the file stop.
+    """
+    if result.fatal:
+        return dict(previous)
+    in_force = {rule.name: rule for rule in result.rules}
+    for name in result.rejected_rule_names():
+        if name in previous and name not in in_force:
+            in_force[name] = previous[name]
+    return in_force

@@ -1,0 +1,154 @@
+"""Command line: subcommands and flags, each flag defaulting from an environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from eventscaler.daemon import DEFAULT_RELOAD_INTERVAL, DEFAULT_WORKERS
+
+COMMANDS = ("run", "validate")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One `run` option: its flag, the environment variable it defaults from, and its default."""
+
+    flag: str
+    env: str
+    default: str | None
+    help: str
+    kind: str = "str"  # "str", "bool", "int", "float", "list"
+    choices: tuple[str, ...] = ()
+
+
+RUN_FLAGS = (
+    Flag("--config", "AUTOSCALER_CONFIG", None, "rule file (YAML)"),
+    Flag("--kubeconfig", "AUTOSCALER_KUBECONFIG", None,
+         "kubeconfig file; default: in-cluster service account in a pod, else KUBECONFIG, "
+         "else ~/.kube/config"),
+    Flag("--context", "AUTOSCALER_CONTEXT", None, "kubeconfig context"),
+    Flag("--once", "AUTOSCALER_ONCE", "false",
+         "evaluate every rule once and exit (non-zero if any rule failed)", "bool"),
+    Flag("--dry-run", "AUTOSCALER_DRY_RUN", "false",
+         "decide and log, but never write to the cluster", "bool"),
+    Flag("--log-level", "AUTOSCALER_LOG_LEVEL", "INFO", "log level", choices=LOG_LEVELS),
+    Flag("--log-format", "AUTOSCALER_LOG_FORMAT", "text", "log format", choices=("text", "json")),
+    Flag("--namespaces", "AUTOSCALER_NAMESPACES", None,
+         "comma-separated allow-list: rules for other namespaces are refused", "list"),
+    Flag("--reload-interval", "AUTOSCALER_RELOAD_INTERVAL", str(DEFAULT_RELOAD_INTERVAL),
+         "seconds between checks of the rule file for changes", "float"),
+    Flag("--workers", "AUTOSCALER_WORKERS", str(DEFAULT_WORKERS),
+         "rules evaluated at the same time", "int"),
+    Flag("--queue-timeout", "AUTOSCALER_QUEUE_TIMEOUT", "5",
+         "seconds before a queue read gives up", "float"),
+    Flag("--api-timeout", "AUTOSCALER_API_TIMEOUT", "10",
+         "seconds before a Kubernetes API call gives up", "float"),
+)  # fmt: skip
+
+
+class UsageError(Exception):
+    """A flag or environment variable has a value that cannot be used."""
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoscaler.py",
+        description="Event-driven autoscaler for Kubernetes Deployments: scales on queue length, "
+        "to and from zero, through the scale subresource. `run` is the default command.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run the autoscaler (default)",
+        description="Run the autoscaler. Every flag defaults from the environment variable "
+        "named after it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for flag in RUN_FLAGS:
+        _add_flag(run, flag, environ)
+    validate = commands.add_parser(
+        "validate",
+        help="check a rule file: exit 0 and one line per rule, or exit 2 and every problem",
+    )
+    validate.add_argument("file", help="rule file (YAML)")
+    validate.add_argument(
+        "--namespaces",
+        default=environ.get("AUTOSCALER_NAMESPACES"),
+        help="comma-separated namespace allow-list to check against (env AUTOSCALER_NAMESPACES)",
+    )
+    return parser
+
+
+def _add_flag(parser: argparse.ArgumentParser, flag: Flag, environ: Mapping[str, str]) -> None:
+    raw = environ.get(flag.env, flag.default)
+    shown = f"(env {flag.env}" + (f", default {flag.default})" if flag.default else ")")
+    if flag.kind == "bool":
+        parser.add_argument(
+            flag.flag,
+            action="store_true",
+            default=_parse_bool(raw, flag.env),
+            help=f"{flag.help} {shown}",
+        )
+        return
+    parser.add_argument(
+        flag.flag,
+        default=raw,
+        choices=flag.choices or None,
+        help=f"{flag.help} {shown}",
+        type=lambda value, f=flag: _convert(value, f),
+    )
+
+
+def _parse_bool(raw: str | None, env: str) -> bool:
+    word = (raw or "").strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise UsageError(f"{env}: expected true or false, got {raw!r}")
+
+
+def _convert(value: str, flag: Flag) -> object:
+    try:
+        if flag.kind == "int":
+            return int(value)
+        if flag.kind == "float":
+            return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if flag.kind == "list":
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value.upper() if flag.choices == LOG_LEVELS else value
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """Parse the command line; `run` is implied when no subcommand is given."""
+    environ = os.environ if environ is None else environ
+    args = list(argv)
+    if not args or (args[0] not in COMMANDS and args[0] not in ("-h", "--help")):
+        args.insert(0, "run")
+    parser = build_parser(environ)
+    namespace = parser.parse_args(args)
+    # Environment defaults bypass argparse's own conversion; convert them the same way.
+    if namespace.command == "run":
+        for flag in RUN_FLAGS:
+            dest = flag.flag.lstrip("-").replace("-", "_")
+            value = getattr(namespace, dest)
+            if isinstance(value, str) and flag.kind != "str":
+                try:
+                    setattr(namespace, dest, _convert(value, flag))
+                except argparse.ArgumentTypeError as exc:
+                    parser.error(f"{flag.env}: {exc}")
+            if flag.choices and getattr(namespace, dest) not in flag.choices:
+                parser.error(f"{flag.env}: expected one of {', '.join(flag.choices)}")
+        if not namespace.config:
+            parser.error("a rule file is required: --config FILE or AUTOSCALER_CONFIG")
+    elif isinstance(namespace.namespaces, str):
+        namespace.namespaces = _convert(namespace.namespaces, Flag("", "", None, "", "list"))
+    return namespace

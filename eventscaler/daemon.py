@@ -1,0 +1,224 @@
+"""Scheduling: one APScheduler job per rule, the rule file watched for changes, clean shutdown.
+
+Each rule runs at its own pollingInterval on a shared thread pool, so a slow queue delays only its
+own rule; `max_instances=1` makes sure one rule never runs twice at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor as FuturesPool
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from eventscaler.config import (
+    ConfigProblem,
+    LoadResult,
+    Rule,
+    describe_rule,
+    parse_rules_text,
+    rules_in_force,
+)
+from eventscaler.engine import Engine, Outcome
+
+logger = logging.getLogger(__name__)
+
+RELOAD_JOB_ID = "reload-rules"
+DEFAULT_RELOAD_INTERVAL = 5.0
+DEFAULT_WORKERS = 16
+# Unhealthy when the scheduler ran nothing, not even the reload job, for this long: a stuck pool.
+MIN_STALE_AFTER = 60.0
+
+
+class RuleFileWatcher:
+    """Re-reads the rule file and reports a new load only when its content changed.
+
+    A ConfigMap volume swaps a symlink and can keep the old mtime, so the content is compared.
+    """
+
+    def __init__(self, path: str | Path, allowed_namespaces: Collection[str] | None) -> None:
+        self.path = Path(path)
+        self._allowed = allowed_namespaces
+        self._digest: str | None = None
+
+    def poll(self) -> LoadResult | None:
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            digest = f"unreadable: {exc.strerror}"
+            if digest == self._digest:
+                return None
+            self._digest = digest
+            return parse_failure(str(self.path), f"cannot read the rule file: {exc.strerror}")
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == self._digest:
+            return None
+        self._digest = digest
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return parse_failure(str(self.path), "the rule file is not UTF-8 text")
+        return parse_rules_text(text, str(self.path), self._allowed)
+
+
+def parse_failure(source: str, message: str) -> LoadResult:
+    return LoadResult(source, problems=(ConfigProblem(source, "", "", message),), fatal=True)
+
+
+@dataclass
+class Health:
+    """What /healthz and /readyz report; written by the daemon, read by the health server."""
+
+    last_heartbeat: float
+    stale_after: float
+    rules_loaded: bool = False
+    last_load_error: str | None = None
+
+    def alive(self, now: float) -> bool:
+        return now - self.last_heartbeat <= self.stale_after
+
+
+class Daemon:
+    """Holds the rules in force and keeps one scheduled job per rule."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        watcher: RuleFileWatcher,
+        workers: int = DEFAULT_WORKERS,
+        reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+        is_leader: Callable[[], bool] = lambda: True,
+        stale_after: float | None = None,
+    ) -> None:
+        self.engine = engine
+        self.watcher = watcher
+        self.reload_interval = reload_interval
+        self.rules: dict[str, Rule] = {}
+        self._is_leader = is_leader
+        self._workers = workers
+        if stale_after is None:
+            stale_after = max(MIN_STALE_AFTER, 3 * reload_interval)
+        self.health = Health(time.monotonic(), stale_after)
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=workers)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        self._lock = threading.Lock()
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Apply the rule file if it changed; returns whether a new file was seen."""
+        self._beat()
+        result = self.watcher.poll()
+        if result is None:
+            return False
+        self.apply(result)
+        return True
+
+    def apply(self, result: LoadResult) -> None:
+        for problem in result.problems:
+            logger.error("rule file problem: %s", problem)
+        with self._lock:
+            previous = self.rules
+            self.rules = rules_in_force(previous, result)
+            current = dict(self.rules)
+        if result.fatal:
+            kept = (
+                f"keeping the {len(current)} rule(s) in force" if current else "no rules in force"
+            )
+            logger.error("rule file %s rejected: %s", result.source, kept)
+        else:
+            added = current.keys() - previous.keys()
+            removed = previous.keys() - current.keys()
+            changed = {n for n in current.keys() & previous.keys() if current[n] != previous[n]}
+            for name in sorted(added | changed):
+                logger.info(
+                    "rule %s: %s",
+                    "added" if name in added else "changed",
+                    describe_rule(current[name]),
+                )
+            for name in sorted(removed):
+                logger.info("rule removed: %s", name)
+            logger.info(
+                "rule file %s loaded: %d rule(s) in force, %d problem(s)",
+                result.source,
+                len(current),
+                len(result.problems),
+            )
+        self.health.rules_loaded = bool(current) or not result.problems
+        self.health.last_load_error = str(result.problems[0]) if result.problems else None
+        self.engine.forget_rules_except(current.values())
+        self._sync_jobs(previous, current)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the rules and start the scheduler (returns at once)."""
+        self.reload()
+        self._scheduler.add_job(
+            self.reload,
+            IntervalTrigger(seconds=self.reload_interval),
+            id=RELOAD_JOB_ID,
+        )
+        self._scheduler.start()
+        self._sync_jobs({}, dict(self.rules))
+
+    def stop(self) -> None:
+        """Stop scheduling; runs in progress finish first."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+
+    def run_once(self) -> list[Outcome]:
+        """Evaluate every rule once, concurrently, and return what each did."""
+        self.reload()
+        rules = list(self.rules.values())
+        with FuturesPool(max_workers=max(1, min(self._workers, len(rules)))) as pool:
+            return list(pool.map(self.engine.evaluate, rules))
+
+    def tick(self, name: str) -> Outcome | None:
+        self._beat()
+        rule = self.rules.get(name)
+        if rule is None or not self._is_leader():
+            return None
+        return self.engine.evaluate(rule)
+
+    def _beat(self) -> None:
+        self.health.last_heartbeat = time.monotonic()
+
+    def _sync_jobs(self, previous: dict[str, Rule], current: dict[str, Rule]) -> None:
+        if not self._scheduler.running:
+            return
+        for name in previous.keys() - current.keys():
+            self._scheduler.remove_job(_job_id(name))
+        now = datetime.now(UTC)
+        for name, rule in current.items():
+            old = previous.get(name)
+            if old is not None and old.polling_interval == rule.polling_interval:
+                continue  # the job reads the rule by name, so other changes apply by themselves
+            self._scheduler.add_job(
+                self.tick,
+                IntervalTrigger(seconds=rule.polling_interval),
+                args=[name],
+                id=_job_id(name),
+                name=f"rule {name}",
+                replace_existing=True,
+                # A new rule runs at once; a changed interval waits one interval, as planned.
+                next_run_time=now
+                if old is None
+                else now + timedelta(seconds=rule.polling_interval),
+            )
+
+
+def _job_id(rule_name: str) -> str:
+    return f"rule:{rule_name}"

@@ -1,0 +1,158 @@
+"""Kubernetes access: the only module that imports `kubernetes`.
+
+The daemon reads and writes replicas through the apps/v1 `scale` subresource only, so its RBAC can
+be `get`/`patch` on `deployments/scale` and nothing on the Deployments themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+logger = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+MERGE_PATCH = "application/merge-patch+json"
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+
+class KubeError(Exception):
+    """A Kubernetes call failed; `reason` is a short word (NotFound, Forbidden, Unreachable...)."""
+
+    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """How to reach the API server; `describe()` is safe to log (no token)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    def describe(self) -> str:
+        if self.kubeconfig is None and self.context is None and running_in_cluster():
+            return "in-cluster service account"
+        path = self.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        return f"kubeconfig {path}" + (f" (context {self.context})" if self.context else "")
+
+
+def running_in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and SERVICE_ACCOUNT_TOKEN.exists()
+
+
+def build_api_client(access: ClusterAccess, pool_size: int = 16) -> client.ApiClient:
+    """One API client for the whole process: the in-cluster account in a pod, else a kubeconfig.
+
+    An explicit --kubeconfig wins even in a pod; without one the client's own default applies
+    (the KUBECONFIG variable, then ~/.kube/config).
+    """
+    configuration = client.Configuration()
+    try:
+        if access.kubeconfig is None and access.context is None and running_in_cluster():
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(
+                config_file=access.kubeconfig,
+                context=access.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (config.ConfigException, OSError, ValueError) as exc:
+        raise KubeError("ConfigError", f"cannot load {access.describe()}: {exc}") from None
+    # Rules are evaluated from a thread pool: one pooled connection per worker avoids reconnects.
+    configuration.connection_pool_maxsize = max(pool_size, 4)
+    # One quick retry covers a pooled connection the server closed while idle; no more, so a
+    # tick stays bounded.
+    configuration.retries = 1
+    return client.ApiClient(configuration)
+
+
+class DeploymentScaler:
+    """Reads and sets a Deployment's replicas through its `scale` subresource."""
+
+    def __init__(
+        self, api_client: client.ApiClient, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> None:
+        self._apps = client.AppsV1Api(api_client)
+        self._timeout = timeout_seconds
+
+    def read_replicas(self, namespace: str, name: str) -> int:
+        scale = self._call(
+            "get",
+            namespace,
+            name,
+            lambda: self._apps.read_namespaced_deployment_scale(
+                name, namespace, _request_timeout=self._timeout
+            ),
+        )
+        # The API server omits `spec.replicas` when it is 0, so the client reads None.
+        return (scale.spec.replicas or 0) if scale.spec else 0
+
+    def set_replicas(self, namespace: str, name: str, replicas: int) -> None:
+        # A merge patch of spec.replicas alone: no resourceVersion, so the deployment controller's
+        # own status updates between our read and write cannot make it fail with 409.
+        self._call(
+            "patch",
+            namespace,
+            name,
+            lambda: self._apps.patch_namespaced_deployment_scale(
+                name,
+                namespace,
+                {"spec": {"replicas": replicas}},
+                _content_type=MERGE_PATCH,
+                _request_timeout=self._timeout,
+            ),
+        )
+
+    def check_reachable(self) -> None:
+        """Cheap call proving the API server answers (used by readiness)."""
+        self._call(
+            "get",
+            "",
+            "version",
+            lambda: client.VersionApi(self._apps.api_client).get_code(
+                _request_timeout=self._timeout
+            ),
+        )
+
+    @staticmethod
+    def _call(verb: str, namespace: str, name: str, call: Any) -> Any:
+        try:
+            return call()
+        except ApiException as exc:
+            raise _api_error(verb, namespace, name, exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeError(
+                "Unreachable", f"cannot {verb} {namespace}/{name} scale: {type(exc).__name__}"
+            ) from None
+
+
+def _api_error(verb: str, namespace: str, name: str, exc: ApiException) -> KubeError:
+    """Turn an ApiException into a one-line error; the server's Status message says it best."""
+    message, reason = "", ""
+    try:
+        body = json.loads(exc.body or "{}")
+        message, reason = str(body.get("message", "")), str(body.get("reason", ""))
+    except (ValueError, AttributeError):
+        pass
+    status = exc.status or 0
+    if status == 404:
+        return KubeError("NotFound", f"Deployment {namespace}/{name} not found", 404)
+    reason = reason or {401: "Unauthorized", 403: "Forbidden", 409: "Conflict"}.get(
+        status, exc.reason or "Error"
+    )
+    detail = message or exc.reason or "no details"
+    return KubeError(
+        reason, f"{verb} {namespace}/{name} scale: {status} {reason}: {detail}", status
+    )
