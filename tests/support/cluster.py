@@ -1,0 +1,125 @@
+"""The cluster the end-to-end tests drive: the Kubernetes API test server, or a real cluster.
+
+Both are reached the same way, through the official client and a kubeconfig, so the tests assert
+only what a real kube-apiserver would show. Set E2E_KUBECONFIG to a kubeconfig file to run them
+against a real cluster (never plain KUBECONFIG, which may point at production): they then work in a
+namespace of their own and delete it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+E2E_KUBECONFIG = "E2E_KUBECONFIG"
+# A container that does nothing, so a real cluster can run the test Deployments cheaply.
+PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Cluster:
+    """Create, inspect and scale test Deployments in one namespace."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, daemon_kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig  # admin access, for the tests' own calls
+        self.daemon_kubeconfig = daemon_kubeconfig  # what the daemon under test uses
+        self.namespace = namespace
+        self._api = config.new_client_from_config(str(kubeconfig))
+        self.apps = client.AppsV1Api(self._api)
+        self.core = client.CoreV1Api(self._api)
+
+    def create_deployment(self, name: str, replicas: int = 0) -> None:
+        labels = {"app": name}
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}]},
+                },
+            },
+        }
+        self.apps.create_namespaced_deployment(self.namespace, body)
+
+    def delete_deployment(self, name: str) -> None:
+        try:
+            self.apps.delete_namespaced_deployment(name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def replicas(self, name: str) -> int:
+        scale = self.apps.read_namespaced_deployment_scale(name, self.namespace)
+        return scale.spec.replicas or 0
+
+    def generation(self, name: str) -> int:
+        return self.apps.read_namespaced_deployment(name, self.namespace).metadata.generation
+
+    def set_replicas(self, name: str, replicas: int) -> None:
+        self.apps.patch_namespaced_deployment_scale(
+            name,
+            self.namespace,
+            {"spec": {"replicas": replicas}},
+            _content_type="application/merge-patch+json",
+        )
+
+    def close(self) -> None:
+        self._api.close()
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll until `condition()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextmanager
+def open_cluster(workdir: Path) -> Iterator[tuple[Cluster, Any]]:
+    """Yield (cluster, test server or None): a real cluster when E2E_KUBECONFIG is set."""
+    real = os.environ.get(E2E_KUBECONFIG)
+    if real:
+        namespace = f"eventscaler-e2e-{uuid.uuid4().hex[:6]}"
+        cluster = Cluster(Path(real), namespace, Path(real))
+        cluster.core.create_namespace({"metadata": {"name": namespace}})
+        try:
+            yield cluster, None
+        finally:
+            cluster.core.delete_namespace(namespace)
+            cluster.close()
+        return
+
+    from tests.support.kubeapi import KubeApiServer
+
+    server = KubeApiServer(rbac_dir=REPO_ROOT / "manifests").start()
+    try:
+        admin = server.write_kubeconfig(workdir / "admin.kubeconfig")
+        # The daemon runs as the ServiceAccount of the shipped manifests, under their RBAC.
+        token = server.add_service_account("eventscaler", "eventscaler")
+        daemon = server.write_kubeconfig(workdir / "daemon.kubeconfig", token=token)
+        cluster = Cluster(admin, "default", daemon)
+        try:
+            yield cluster, server
+        finally:
+            cluster.close()
+    finally:
+        server.stop()
