@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     except KubeError as exc:
         logger.error("%s", exc)
         return EXIT_INVALID
-    source = AzureQueueSource(timeout_seconds=args.queue_timeout)
+    source = AzureQueueSource(timeout_seconds=args.queue_timeout, pool_size=args.workers)
     scaler = DeploymentScaler(api_client, timeout_seconds=args.api_timeout)
     engine = Engine(source, scaler, dry_run=args.dry_run)
     watcher = RuleFileWatcher(args.config, args.namespaces or None)

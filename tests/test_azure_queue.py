@@ -1,0 +1,585 @@
+"""AzureQueueSource against a real Azurite, plus the log redaction it feeds.
+
+Scenarios:
+- strategy `all` counts in-flight (received, not deleted) messages; a delete lowers it
+- `visibleOnly` (any case) counts only visible messages
+- `visibleOnly` with 32 or more visible falls back to the approximate count (in-flight included)
+- errors, each with its kind, a one-line message naming the queue and the env var, never the
+  connection string or key: missing queue, missing or empty env var, malformed connection string,
+  undecodable key, wrong key (Azurite checks shared-key signatures)
+- SAS connection strings: a read SAS works; an add-only SAS is AuthenticationFailed
+- Azurite stopped: ConnectionError in bounded time; restarted on the same port: reads work again
+  with the same source and its cached clients
+- a server that accepts but never answers: Timeout within 3x the timeout
+- client reuse: one service client per connection string, one queue client per queue; a changed
+  value builds a new client and drops the old one
+- one dropped connection is retried once, and only once
+- concurrency: 200 reads from 8 threads, all correct, and one service client built
+- nothing logged at DEBUG carries the account key; the SDK's HTTP logging is silenced
+- redact: register, ignore short values, longest first, filter on message, args and traceback
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs
+
+import pytest
+from azure.storage.queue import QueueSasPermissions, QueueServiceClient, generate_queue_sas
+
+from eventscaler import redact as redact_module
+from eventscaler.config import AzureQueueTrigger
+from eventscaler.redact import RedactingFilter, redact, register_secret
+from eventscaler.sources import azure_queue
+from eventscaler.sources.azure_queue import AzureQueueSource, QueueReadError
+from tests.support.azurite import ACCOUNT_NAME, Azurite
+
+ENV = "AZURE_STORAGE_CONNECTION_STRING"
+# Valid base64 of a 64-byte key, like a real one, but not the account's.
+WRONG_KEY = (
+    "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk0MjQyNDI0Mg=="
+)
+
+
+@pytest.fixture
+def source(azurite: Azurite) -> Iterator[AzureQueueSource]:
+    src = AzureQueueSource(environ={ENV: azurite.connection_string})
+    yield src
+    src.close()
+
+
+def new_queue(azurite: Azurite, messages: int = 0) -> str:
+    name = f"q-{uuid.uuid4().hex[:12]}"
+    azurite.create_queue(name)
+    if messages:
+        azurite.send_messages(name, messages)
+    return name
+
+
+def receive_without_delete(azurite: Azurite, queue: str, n: int) -> None:
+    """Make `n` messages in-flight: received by a 'worker' that is still busy with them."""
+    with azurite.queue_client(queue) as client:
+        got = list(
+            client.receive_messages(
+                messages_per_page=min(32, n), max_messages=n, visibility_timeout=300
+            )
+        )
+    assert len(got) == n
+
+
+def read_error(source: AzureQueueSource, trigger: AzureQueueTrigger) -> QueueReadError:
+    with pytest.raises(QueueReadError) as info:
+        source.read_length(trigger)
+    return info.value
+
+
+def assert_clean_message(error: QueueReadError, azurite_key: str, *secrets: str) -> None:
+    text = str(error)
+    assert "\n" not in text
+    assert error.queue_name in text
+    for secret in (azurite_key, *secrets):
+        assert secret not in text
+        assert secret not in repr(error)
+
+
+# --- counting ------------------------------------------------------------------------------
+
+
+def test_all_counts_in_flight_messages(azurite: Azurite, source: AzureQueueSource) -> None:
+    queue = new_queue(azurite, messages=5)
+    trigger = AzureQueueTrigger(queue_name=queue)
+    assert source.read_length(trigger) == 5
+
+    receive_without_delete(azurite, queue, 2)
+    assert source.read_length(trigger) == 5  # busy workers keep their replicas
+
+    assert azurite.delete_messages(queue, 1) == 1
+    assert source.read_length(trigger) == 4  # only a delete lowers it
+
+
+@pytest.mark.parametrize("strategy", ["visibleOnly", "visibleonly", "VISIBLEONLY"])
+def test_visible_only_counts_only_visible(
+    azurite: Azurite, source: AzureQueueSource, strategy: str
+) -> None:
+    queue = new_queue(azurite, messages=6)
+    receive_without_delete(azurite, queue, 2)
+    trigger = AzureQueueTrigger(queue_name=queue, queue_length_strategy=strategy)
+    assert source.read_length(trigger) == 4
+
+
+def test_visible_only_is_exact_below_32(azurite: Azurite, source: AzureQueueSource) -> None:
+    queue = new_queue(azurite, messages=36)
+    receive_without_delete(azurite, queue, 5)  # 31 visible: under the peek limit
+    trigger = AzureQueueTrigger(queue_name=queue, queue_length_strategy="visibleOnly")
+    assert source.read_length(trigger) == 31
+
+
+def test_visible_only_falls_back_to_approximate_count_at_32(
+    azurite: Azurite, source: AzureQueueSource
+) -> None:
+    queue = new_queue(azurite, messages=40)
+    receive_without_delete(azurite, queue, 5)  # 35 visible: a peek returns its limit of 32
+    trigger = AzureQueueTrigger(queue_name=queue, queue_length_strategy="visibleOnly")
+    assert source.read_length(trigger) == 40  # the approximate count, in-flight included
+
+
+def test_empty_queue_reads_zero(azurite: Azurite, source: AzureQueueSource) -> None:
+    queue = new_queue(azurite)
+    assert source.read_length(AzureQueueTrigger(queue_name=queue)) == 0
+    visible = AzureQueueTrigger(queue_name=queue, queue_length_strategy="visibleOnly")
+    assert source.read_length(visible) == 0
+
+
+def test_unknown_strategy_is_a_bug_not_a_queue_error(
+    azurite: Azurite, source: AzureQueueSource
+) -> None:
+    trigger = AzureQueueTrigger(queue_name=new_queue(azurite), queue_length_strategy="newest")
+    with pytest.raises(ValueError, match="newest"):
+        source.read_length(trigger)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["all", "visibleOnly"])
+def test_missing_queue(azurite: Azurite, source: AzureQueueSource, strategy: str) -> None:
+    error = read_error(
+        source, AzureQueueTrigger(queue_name="no-such-queue", queue_length_strategy=strategy)
+    )
+    assert error.kind == "QueueNotFound"
+    assert error.queue_name == "no-such-queue"
+    assert "'no-such-queue'" in str(error)
+    assert ENV in str(error)
+    assert_clean_message(error, azurite.account_key)
+
+
+@pytest.mark.parametrize("environ", [{}, {"MY_QUEUE_CONN": ""}, {"MY_QUEUE_CONN": "  "}])
+def test_missing_connection_string(azurite: Azurite, environ: dict[str, str]) -> None:
+    source = AzureQueueSource(environ=environ)
+    trigger = AzureQueueTrigger(queue_name="orders", connection_from_env="MY_QUEUE_CONN")
+    error = read_error(source, trigger)
+    assert error.kind == "MissingConnectionString"
+    assert "MY_QUEUE_CONN" in str(error)
+    assert_clean_message(error, azurite.account_key)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "this is not a connection string at all",
+        "Garbage=1;AccountKey=SuperSecretValue1234567890",
+        # Loopback endpoints: a connection string without one means the public cloud.
+        "AccountName=devstoreaccount1;AccountKey=;QueueEndpoint=http://127.0.0.1:1/devstoreaccount1",
+        "AccountKey=SuperSecretValue1234567890;QueueEndpoint=http://127.0.0.1:1/devstoreaccount1",
+    ],
+)
+def test_malformed_connection_string(azurite: Azurite, value: str) -> None:
+    source = AzureQueueSource(environ={ENV: value})
+    error = read_error(source, AzureQueueTrigger(queue_name="orders"))
+    assert error.kind == "InvalidConnectionString"
+    assert ENV in str(error)
+    assert_clean_message(error, azurite.account_key, value, "SuperSecretValue1234567890")
+    # No chained SDK error that a traceback could print the value from.
+    assert error.__cause__ is None
+
+
+def test_undecodable_key_is_invalid_connection_string(azurite: Azurite) -> None:
+    bad_key = "NotBase64Key0"  # 13 characters: no base64 decoding of it exists
+    value = azurite.connection_string.replace(azurite.account_key, bad_key)
+    source = AzureQueueSource(environ={ENV: value})
+    error = read_error(source, AzureQueueTrigger(queue_name=new_queue(azurite)))
+    assert error.kind == "InvalidConnectionString"
+    assert_clean_message(error, azurite.account_key, bad_key, value)
+
+
+def test_wrong_key_is_authentication_failed(azurite: Azurite) -> None:
+    value = azurite.connection_string.replace(azurite.account_key, WRONG_KEY)
+    source = AzureQueueSource(environ={ENV: value})
+    queue = new_queue(azurite)
+    for strategy in ("all", "visibleOnly"):
+        trigger = AzureQueueTrigger(queue_name=queue, queue_length_strategy=strategy)
+        error = read_error(source, trigger)
+        assert error.kind == "AuthenticationFailed"
+        assert "403" in str(error)
+        assert_clean_message(error, azurite.account_key, WRONG_KEY, value)
+    source.close()
+
+
+@pytest.mark.parametrize(("permission", "kind"), [("r", None), ("a", "AuthenticationFailed")])
+def test_sas_connection_string(azurite: Azurite, permission: str, kind: str | None) -> None:
+    queue = new_queue(azurite, messages=3)
+    sas = generate_queue_sas(
+        ACCOUNT_NAME,
+        queue,
+        azurite.account_key,
+        permission=QueueSasPermissions.from_string(permission),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    value = f"QueueEndpoint={azurite.queue_endpoint};SharedAccessSignature={sas}"
+    source = AzureQueueSource(environ={ENV: value})
+    trigger = AzureQueueTrigger(queue_name=queue)
+    if kind is None:
+        assert source.read_length(trigger) == 3
+    else:
+        error = read_error(source, trigger)
+        assert error.kind == kind
+        signature = parse_qs(sas)["sig"][0]
+        assert_clean_message(error, azurite.account_key, sas, signature)
+    assert redact(f"?{sas}") == "?***"
+    source.close()
+
+
+def test_stopped_azurite_fails_fast_and_restart_recovers() -> None:
+    timeout = 1.0
+    # Its own instance: stopping the shared one would break the other tests.
+    with Azurite() as server:
+        queue = new_queue(server, messages=3)
+        source = AzureQueueSource(environ={ENV: server.connection_string}, timeout_seconds=timeout)
+        trigger = AzureQueueTrigger(queue_name=queue)
+        assert source.read_length(trigger) == 3
+
+        pid = server.pid
+        server.stop()
+        assert not server.running
+        started = time.monotonic()
+        error = read_error(source, trigger)
+        elapsed = time.monotonic() - started
+        assert error.kind in ("ConnectionError", "Timeout")
+        assert elapsed < 3 * timeout
+        assert f"127.0.0.1:{server.port}" in str(error)
+        assert_clean_message(error, server.account_key)
+        assert pid is not None and not _pid_alive(pid)
+
+        port = server.port
+        server.restart()
+        assert server.port == port  # so the cached client still points at it
+        new_queue_same_name(server, queue, messages=2)  # in-memory data did not survive
+        assert source.read_length(trigger) == 2
+
+        # A restart between two reads kills the pooled keep-alive connection; still one good read.
+        server.restart()
+        new_queue_same_name(server, queue, messages=1)
+        assert source.read_length(trigger) == 1
+        source.close()
+
+
+def test_silent_server_times_out_within_bound(azurite: Azurite) -> None:
+    timeout = 0.5
+    # Listens (so connect succeeds through the backlog) but never answers.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        value = azurite.connection_string.replace(f":{azurite.port}/", f":{port}/")
+        source = AzureQueueSource(environ={ENV: value}, timeout_seconds=timeout)
+        started = time.monotonic()
+        error = read_error(source, AzureQueueTrigger(queue_name="orders"))
+        elapsed = time.monotonic() - started
+        source.close()
+    assert error.kind == "Timeout"
+    assert elapsed < 3 * timeout
+    assert_clean_message(error, azurite.account_key)
+
+
+def test_one_dropped_connection_is_retried(azurite: Azurite) -> None:
+    queue = new_queue(azurite, messages=2)
+    with DroppingProxy(azurite.port, drop_first=1) as proxy:
+        value = azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/")
+        source = AzureQueueSource(environ={ENV: value}, timeout_seconds=1.0)
+        assert source.read_length(AzureQueueTrigger(queue_name=queue)) == 2
+        source.close()
+    assert proxy.accepted == 2
+
+
+def test_retries_are_few(azurite: Azurite) -> None:
+    with DroppingProxy(azurite.port, drop_first=100) as proxy:
+        value = azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/")
+        source = AzureQueueSource(environ={ENV: value}, timeout_seconds=1.0)
+        error = read_error(source, AzureQueueTrigger(queue_name="orders"))
+        source.close()
+    assert error.kind == "ConnectionError"
+    assert proxy.accepted == 2  # the first try and one retry
+
+
+# --- client reuse and concurrency ----------------------------------------------------------
+
+
+def test_clients_are_reused_and_rebuilt_when_the_value_changes(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = count_service_clients(monkeypatch)
+    environ = {ENV: azurite.connection_string}
+    source = AzureQueueSource(environ=environ)
+    first, second = new_queue(azurite, messages=1), new_queue(azurite, messages=2)
+    trigger_1, trigger_2 = AzureQueueTrigger(queue_name=first), AzureQueueTrigger(queue_name=second)
+
+    for _ in range(3):
+        assert source.read_length(trigger_1) == 1
+        assert source.read_length(trigger_2) == 2
+    assert len(built) == 1
+    queue_client = source._get_queue_client(trigger_1)
+    assert queue_client is source._get_queue_client(trigger_1)
+
+    # Same account, different text: what a rotated secret looks like to the cache.
+    environ[ENV] = azurite.connection_string.rstrip(";")
+    assert source.read_length(trigger_1) == 1
+    assert len(built) == 2
+    assert built[1] is not built[0]
+    assert source._get_queue_client(trigger_1) is not queue_client
+    assert list(source._services.values()) == [built[1]]  # the old client is dropped
+    source.close()
+
+
+def test_two_env_vars_with_the_same_value_share_a_client(
+    azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = count_service_clients(monkeypatch)
+    source = AzureQueueSource(
+        environ={"A": azurite.connection_string, "B": azurite.connection_string}
+    )
+    queue = new_queue(azurite, messages=1)
+    for env in ("A", "B"):
+        assert source.read_length(AzureQueueTrigger(queue_name=queue, connection_from_env=env)) == 1
+    assert len(built) == 1
+    source.close()
+
+
+def test_concurrent_reads(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
+    built = count_service_clients(monkeypatch)
+    expected = {}
+    for count in (0, 1, 7, 40):
+        expected[new_queue(azurite, messages=count)] = count
+    triggers = [
+        AzureQueueTrigger(queue_name=queue, queue_length_strategy=strategy)
+        for queue in expected
+        for strategy in ("all", "visibleOnly")
+    ]
+    source = AzureQueueSource(environ={ENV: azurite.connection_string})
+    start = threading.Barrier(8)
+
+    def read(i: int) -> tuple[AzureQueueTrigger, int]:
+        if i < 8:
+            start.wait()  # the first reads race for the empty cache
+        trigger = triggers[i % len(triggers)]
+        return trigger, source.read_length(trigger)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(read, range(200)))
+    source.close()
+    assert len(results) == 200
+    for trigger, length in results:
+        assert length == expected[trigger.queue_name]
+    assert len(built) == 1
+
+
+# --- secrets in logs -----------------------------------------------------------------------
+
+
+def test_nothing_logged_carries_the_key(azurite: Azurite, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    good = AzureQueueSource(environ={ENV: azurite.connection_string})
+    wrong_value = azurite.connection_string.replace(azurite.account_key, WRONG_KEY)
+    wrong = AzureQueueSource(environ={ENV: wrong_value})
+    queue = new_queue(azurite, messages=2)
+    good.read_length(AzureQueueTrigger(queue_name=queue))
+    read_error(good, AzureQueueTrigger(queue_name="no-such-queue"))
+    read_error(wrong, AzureQueueTrigger(queue_name=queue))
+    good.close()
+    wrong.close()
+    assert azurite.account_key not in caplog.text
+    assert WRONG_KEY not in caplog.text
+
+
+def test_sdk_http_logging_is_silenced() -> None:
+    logger = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+    assert logger.getEffectiveLevel() >= logging.WARNING
+
+
+def test_connection_secrets_are_registered_for_redaction(azurite: Azurite) -> None:
+    source = AzureQueueSource(environ={ENV: azurite.connection_string})
+    source.read_length(AzureQueueTrigger(queue_name=new_queue(azurite)))
+    source.close()
+    assert redact(f"key={azurite.account_key}") == "key=***"
+    assert redact(azurite.connection_string) == "***"
+
+
+def test_sas_signature_is_registered_in_both_encodings() -> None:
+    sig = "abc+def/ghi" + uuid.uuid4().hex + "="
+    quoted = sig.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+    value = (
+        "QueueEndpoint=http://127.0.0.1:1/devstoreaccount1;"
+        f"SharedAccessSignature=sv=2020-08-04&ss=q&sig={quoted}"
+    )
+    azure_queue.register_connection_secrets(value)
+    assert sig not in redact(f"url?sig={sig}")
+    assert quoted not in redact(f"url?sig={quoted}&x=1")
+
+
+# --- redact --------------------------------------------------------------------------------
+
+
+def unique_secret() -> str:
+    return "s3cr3t-" + uuid.uuid4().hex
+
+
+def test_redact_replaces_every_occurrence() -> None:
+    secret = unique_secret()
+    register_secret(secret)
+    assert redact(f"a {secret} b {secret}") == "a *** b ***"
+    assert redact("nothing here") == "nothing here"
+
+
+def test_short_values_are_ignored() -> None:
+    register_secret("")
+    register_secret("abc1234")  # 7 characters: would redact ordinary words
+    assert redact("abc1234 stays") == "abc1234 stays"
+
+
+def test_longest_secret_is_replaced_first() -> None:
+    key = unique_secret()
+    whole = f"AccountName=x;AccountKey={key};QueueEndpoint=http://127.0.0.1:1/x"
+    register_secret(key)
+    register_secret(whole)
+    assert redact(f"conn: {whole}") == "conn: ***"
+    assert redact(f"key: {key}") == "key: ***"
+
+
+def test_register_is_thread_safe() -> None:
+    secrets = [unique_secret() for _ in range(200)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(register_secret, secrets))
+    assert set(secrets) <= set(redact_module._secrets)
+    assert redact(" ".join(secrets)) == " ".join(["***"] * 200)
+
+
+def test_redacting_filter_covers_message_args_and_traceback() -> None:
+    secret = unique_secret()
+    register_secret(secret)
+    records: list[str] = []
+
+    class ListHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = ListHandler()
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("tests.redact")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("connecting with %s (%d%%)", secret, 50)
+        logger.warning(f"inline {secret}")
+        try:
+            raise RuntimeError(f"failed with {secret}")
+        except RuntimeError:
+            logger.exception("read failed")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    assert records[0] == "connecting with *** (50%)"
+    assert records[1] == "inline ***"
+    assert "RuntimeError: failed with ***" in records[2]
+    assert all(secret not in record for record in records)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def new_queue_same_name(azurite: Azurite, name: str, messages: int) -> None:
+    azurite.create_queue(name)
+    azurite.send_messages(name, messages)
+
+
+def count_service_clients(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record every QueueServiceClient the source builds."""
+    built: list[object] = []
+    original = QueueServiceClient.from_connection_string
+
+    def spy(*args: object, **kwargs: object) -> object:
+        client = original(*args, **kwargs)  # type: ignore[arg-type]
+        built.append(client)
+        return client
+
+    monkeypatch.setattr(QueueServiceClient, "from_connection_string", spy)
+    return built
+
+
+class DroppingProxy:
+    """A loopback TCP proxy to Azurite that closes its first `drop_first` connections unanswered,
+    the way a server or load balancer drops an idle keep-alive connection."""
+
+    def __init__(self, target_port: int, drop_first: int) -> None:
+        self._target_port = target_port
+        self._drop_first = drop_first
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)  # closing a socket does not wake a blocked accept()
+        self.port: int = self._listener.getsockname()[1]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> DroppingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            client.settimeout(None)
+            self.accepted += 1
+            if self.accepted <= self._drop_first:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self._target_port))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with src, dst:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+
+
+def _pid_alive(pid: int) -> bool:
+    if sys.platform != "linux":
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_connection_pool_matches_worker_count(
+    azurite: Azurite, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More concurrent reads than the SDK's default pool of 10 reuse connections, no warnings."""
+    queue = f"q-{uuid.uuid4().hex[:12]}"
+    azurite.create_queue(queue)
+    trigger = AzureQueueTrigger(queue_name=queue, connection_from_env=ENV)
+    source = AzureQueueSource(environ={ENV: azurite.connection_string}, pool_size=16)
+    with caplog.at_level(logging.WARNING, logger="urllib3"), ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: source.read_length(trigger), range(160)))
+    source.close()
+    assert results == [0] * 160
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
