@@ -1,0 +1,42 @@
+# eventscaler: `make demo` shows it working, `make test` proves it. Both set themselves up on first
+# use: a virtual environment in .venv (pinned requirements) and Azurite from npm (package-lock).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+AZURITE := node_modules/.bin/azurite-queue
+CONFIG ?= config.example.yaml
+
+.PHONY: install run demo test lint fmt clean
+
+install: $(VENV_STAMP) $(AZURITE) ## virtual environment and test tools
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(AZURITE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV_STAMP) ## run the daemon on CONFIG against your current kubeconfig
+	$(PY) autoscaler.py run --config $(CONFIG)
+
+demo: $(VENV_STAMP) $(AZURITE) ## the flood story on a local stand-in cluster and Azurite
+	$(PY) -m tests.support.demo
+
+test: $(VENV_STAMP) $(AZURITE) ## unit and end-to-end tests (E2E_KUBECONFIG=... for a real cluster)
+	$(PY) -m pytest -q
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(VENV_STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
