@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,8 +198,9 @@ def parse_duration(value: Any, field: str, allow_zero: bool = True) -> float:
     """Seconds from a number or a string like "30", "30s", "5m", "1h30m", "500ms"."""
     expected = "expected a duration (seconds, or a string like '30s', '5m', '1h30m')"
     seconds: float | None = None
+    # `abs(value) <= max` rejects NaN and infinities, and a YAML integer too large for a float.
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = float(value) if abs(value) <= sys.float_info.max else None
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -225,7 +227,8 @@ def _parse_int(value: Any, field: str, minimum: int) -> int:
 
 def _parse_number(value: Any, field: str, positive: bool) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
+    # Not math.isfinite: it raises OverflowError on a YAML integer too large for a float.
+    ok = ok and abs(value) <= sys.float_info.max and (value > 0 if positive else value >= 0)
     if not ok:
         kind = "a positive number" if positive else "a number >= 0"
         raise ConfigError(field, f"expected {kind}, got {_show(value)}")
@@ -233,7 +236,8 @@ def _parse_number(value: Any, field: str, positive: bool) -> float:
 
 
 def _parse_str(value: Any, field: str, pattern: re.Pattern[str], what: str) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    # fullmatch, not match: `$` also matches before a trailing newline ("name: |" in YAML).
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ConfigError(field, f"expected {what}, got {_show(value)}")
     return value
 
@@ -509,6 +513,9 @@ def parse_rules_text(
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         return fatal("", f"not valid YAML{where}: {problem}")
+    except (ValueError, RecursionError) as exc:
+        # safe_load raises these, not YAMLError, for e.g. `2020-13-45`, `!!int x`, deep nesting.
+        return fatal("", f"not valid YAML: {exc}")
     if document is None:
         return fatal("", "the file is empty: expected a mapping with a 'rules' list")
     try:
@@ -520,7 +527,7 @@ def parse_rules_text(
         return fatal("rules", f"expected a list of rules, got {_show(rules_data)}")
     defaults = document.get("defaults") or {}
     try:
-        defaults = _check_mapping(defaults, "defaults", DEFAULTABLE_FIELDS)
+        defaults = _check_mapping(defaults, "", DEFAULTABLE_FIELDS)
         # A default that is itself invalid would break every rule: check it once, on its own.
         _check_defaults(defaults)
     except ConfigError as exc:
@@ -529,6 +536,9 @@ def parse_rules_text(
             problems=(ConfigProblem(source, "defaults", exc.field, exc.message),),
             fatal=True,
         )
+    except ConfigErrors as exc:
+        found = tuple(ConfigProblem(source, "defaults", e.field, e.message) for e in exc.errors)
+        return LoadResult(source, problems=found, fatal=True)
 
     rules: list[Rule] = []
     problems: list[ConfigProblem] = []
@@ -566,6 +576,10 @@ def _check_defaults(defaults: Mapping[str, Any]) -> None:
         "maxReplicas": lambda v: _parse_int(v, "maxReplicas", 1),
         "tolerance": lambda v: _parse_number(v, "tolerance", positive=False),
         "behavior": lambda v: parse_behavior(v, "behavior"),
+        "namespace": lambda v: _parse_str(
+            v, "namespace", _DNS_LABEL, "a Kubernetes namespace name"
+        ),
+        "triggers": _parse_triggers,
     }
     for key, check in checks.items():
         if key in defaults:

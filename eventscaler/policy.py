@@ -119,8 +119,14 @@ def decide(
     if failed and clamped <= current:
         # Partial readings may not lower anything, not even the stabilization history.
         return decision(current, "a trigger failed: never scaling down on a missing reading")
+    if not state.recommendations:
+        # As the HPA does, a rule with no history (a fresh start) counts the replicas it finds as
+        # a recommendation, so a restart does not skip the scale-down stabilization window.
+        state = _remember(state, now, min(max(current, floor), rule.max_replicas))
     state = _remember(state, now, clamped)
-    stabilized = _stabilize(rule, state, now, current, clamped)
+    # Clamped again: recommendations made before a reload changed min/maxReplicas must not hold
+    # the count outside the new bounds for a whole window.
+    stabilized = min(max(_stabilize(rule, state, now, current, clamped), floor), rule.max_replicas)
     direction = rule.behavior.scale_up if stabilized > current else rule.behavior.scale_down
     target = _apply_rate_policies(direction, state, now, current, stabilized)
     return decision(target, _explain(current, proposal, clamped, stabilized, target), state)
@@ -132,7 +138,10 @@ def _wake_from_zero(
     """From zero, go straight to what the backlog needs (at least one), not to one first."""
     proposal = max(math.ceil(length / t.queue_length) for t, length in good)
     clamped = min(max(proposal, rule.min_replicas, 1), rule.max_replicas)
-    target = _apply_rate_policies(rule.behavior.scale_up, state, now, 0, clamped)
+    # Never below minReplicas: an idle rule at zero is lifted to it, an active one not less.
+    target = max(
+        _apply_rate_policies(rule.behavior.scale_up, state, now, 0, clamped), rule.min_replicas
+    )
     why = f"activated from zero: backlog needs {proposal}"
     if clamped != proposal:
         why += f", clamped to {clamped}"
@@ -148,7 +157,8 @@ def _remember(state: RuleState, now: float, recommendation: int) -> RuleState:
 def _proposal(trigger: AzureQueueTrigger, length: int, current: int, tolerance: float) -> int:
     """The HPA's AverageValue rule for one trigger, with its tolerance."""
     ratio = length / (trigger.queue_length * current)
-    if abs(ratio - 1.0) <= tolerance:
+    # The epsilon absorbs float error: 55 / 50 - 1 is 0.10000000000000009, yet 1.1 is within 0.1.
+    if abs(ratio - 1.0) <= tolerance + 1e-9:
         return current
     return math.ceil(length / trigger.queue_length)
 
