@@ -49,6 +49,19 @@ RUN_FLAGS = (
          "seconds before a queue read gives up", "float"),
     Flag("--api-timeout", "AUTOSCALER_API_TIMEOUT", "10",
          "seconds before a Kubernetes API call gives up", "float"),
+    Flag("--health-host", "AUTOSCALER_HEALTH_HOST", "127.0.0.1",
+         "address of the /healthz and /readyz endpoints (0.0.0.0 in a pod)"),
+    Flag("--health-port", "AUTOSCALER_HEALTH_PORT", "8080",
+         "port of the health endpoints (0: any free port, -1: off)", "int"),
+    Flag("--leader-elect", "AUTOSCALER_LEADER_ELECT", "false",
+         "run several replicas safely: only the holder of a Lease scales", "bool"),
+    Flag("--lease-name", "AUTOSCALER_LEASE_NAME", "eventscaler", "name of the Lease"),
+    Flag("--lease-namespace", "AUTOSCALER_LEASE_NAMESPACE", None,
+         "namespace of the Lease (default: POD_NAMESPACE, else default)"),
+    Flag("--lease-duration", "AUTOSCALER_LEASE_DURATION", "15",
+         "seconds a Lease stays valid without renewal; a successor takes over after it", "float"),
+    Flag("--identity", "AUTOSCALER_IDENTITY", None,
+         "this replica's name in the Lease (default: POD_NAME, else host name and pid)"),
 )  # fmt: skip
 
 

@@ -156,3 +156,93 @@ def _api_error(verb: str, namespace: str, name: str, exc: ApiException) -> KubeE
     return KubeError(
         reason, f"{verb} {namespace}/{name} scale: {status} {reason}: {detail}", status
     )
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The fields of a coordination.k8s.io/v1 Lease that leader election uses."""
+
+    holder: str
+    lease_duration_seconds: int
+    transitions: int
+    resource_version: str | None = None
+    acquire_time: str | None = None  # kept as the server sent it, so a renewal does not drop it
+
+
+class LeaseClient:
+    """Get, create and update one Lease (the leader-election lock)."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        namespace: str,
+        name: str,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self._api = client.CoordinationV1Api(api_client)
+        self.namespace = namespace
+        self.name = name
+        self._timeout = timeout_seconds
+
+    def get(self) -> LeaseRecord | None:
+        try:
+            lease = self._api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _lease_error("get", self.namespace, self.name, exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeError("Unreachable", f"cannot get lease: {type(exc).__name__}") from None
+        spec = lease.spec
+        return LeaseRecord(
+            holder=(spec.holder_identity or "") if spec else "",
+            lease_duration_seconds=(spec.lease_duration_seconds or 0) if spec else 0,
+            transitions=(spec.lease_transitions or 0) if spec else 0,
+            resource_version=lease.metadata.resource_version,
+            acquire_time=_microtime(spec.acquire_time) if spec else None,
+        )
+
+    def write(self, record: LeaseRecord, now_rfc3339: str, acquired: bool) -> None:
+        """Create the Lease (no resourceVersion) or update it (409 if someone wrote in between)."""
+        spec: dict[str, Any] = {
+            "holderIdentity": record.holder,
+            "leaseDurationSeconds": record.lease_duration_seconds,
+            "leaseTransitions": record.transitions,
+            "renewTime": now_rfc3339,
+        }
+        acquire_time = now_rfc3339 if acquired else record.acquire_time
+        if acquire_time:
+            spec["acquireTime"] = acquire_time
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
+        body["spec"] = spec
+        try:
+            if record.resource_version is None:
+                self._api.create_namespaced_lease(
+                    self.namespace, body, _request_timeout=self._timeout
+                )
+            else:
+                metadata["resourceVersion"] = record.resource_version
+                self._api.replace_namespaced_lease(
+                    self.name, self.namespace, body, _request_timeout=self._timeout
+                )
+        except ApiException as exc:
+            raise _lease_error("write", self.namespace, self.name, exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeError("Unreachable", f"cannot write lease: {type(exc).__name__}") from None
+
+
+def _lease_error(verb: str, namespace: str, name: str, exc: ApiException) -> KubeError:
+    error = _api_error(verb, namespace, name, exc)
+    return KubeError(error.reason, str(error).replace(" scale:", " lease:"), error.status)
+
+
+def _microtime(value: Any) -> str | None:
+    """A Lease time as the API's MicroTime string (the client parses it into a datetime)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

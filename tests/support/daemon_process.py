@@ -32,6 +32,7 @@ class DaemonProcess:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> DaemonProcess:
+        assert self.process is None, "this daemon was already started"
         self.process = subprocess.Popen(
             self.args,
             cwd=REPO_ROOT,
