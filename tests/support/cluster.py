@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -79,6 +80,30 @@ class Cluster:
         self._api.close()
 
 
+RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+
+
+def write_rbac_shape(directory: Path, shape: str = "cluster") -> Path:
+    """Write the RBAC objects of one shipped shape into `directory`, for the test server.
+
+    "cluster": manifests/rbac.yaml as `kubectl apply -k manifests/` applies it. "namespaced": the
+    same with the manifests/namespaced component applied (its ClusterRole and binding deleted, a
+    Role per allowed namespace added).
+    """
+    manifests = REPO_ROOT / "manifests"
+    documents = [d for d in yaml.safe_load_all((manifests / "rbac.yaml").read_text()) if d]
+    if shape == "namespaced":
+        documents = [d for d in documents if not d["kind"].startswith("Cluster")]
+        extra = (manifests / "namespaced" / "rbac-default.yaml").read_text()
+        documents += [d for d in yaml.safe_load_all(extra) if d]
+    elif shape != "cluster":
+        raise ValueError(f"unknown RBAC shape {shape!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    kept = [d for d in documents if d["kind"] in RBAC_KINDS]
+    (directory / "rbac.yaml").write_text(yaml.safe_dump_all(kept, sort_keys=False))
+    return directory
+
+
 def wait_for(
     condition: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
 ) -> Any:
@@ -110,7 +135,7 @@ def open_cluster(workdir: Path) -> Iterator[tuple[Cluster, Any]]:
 
     from tests.support.kubeapi import KubeApiServer
 
-    server = KubeApiServer(rbac_dir=REPO_ROOT / "manifests").start()
+    server = KubeApiServer(rbac_dir=write_rbac_shape(workdir / "rbac")).start()
     try:
         admin = server.write_kubeconfig(workdir / "admin.kubeconfig")
         # The daemon runs as the ServiceAccount of the shipped manifests, under their RBAC.
