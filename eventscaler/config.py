@@ -57,8 +57,23 @@ class AzureQueueTrigger:
     queue_length: float = DEFAULT_QUEUE_LENGTH
     activation_queue_length: float = 0.0
     queue_length_strategy: str = "all"  # "all" or "visibleOnly"
-    connection_from_env: str = DEFAULT_CONNECTION_ENV
+    connection_from_env: str = DEFAULT_CONNECTION_ENV  # "" when account_name is used instead
     name: str = ""  # for logs; defaults to the queue name
+    # Azure AD authentication instead of a connection string (KEDA's `accountName` + `cloud`).
+    account_name: str = ""
+    cloud: str = "AzurePublicCloud"
+    endpoint_suffix: str = ""  # required with cloud "Private"
+
+    @property
+    def uses_identity(self) -> bool:
+        return bool(self.account_name)
+
+    @property
+    def credential_source(self) -> str:
+        """Where the credential comes from, safe to log: never the secret itself."""
+        if self.uses_identity:
+            return f"account {self.account_name} with Azure AD (DefaultAzureCredential)"
+        return f"connection string from env {self.connection_from_env}"
 
     @property
     def label(self) -> str:
@@ -92,6 +107,14 @@ class Behavior:
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """KEDA's fallback: after `failure_threshold` failed ticks in a row, run `replicas`."""
+
+    failure_threshold: int
+    replicas: int
+
+
+@dataclass(frozen=True)
 class Rule:
     """One Deployment scaled on one or more queues."""
 
@@ -105,6 +128,7 @@ class Rule:
     cooldown_period: float = DEFAULT_COOLDOWN_PERIOD
     tolerance: float = DEFAULT_TOLERANCE
     behavior: Behavior = field(default_factory=Behavior)
+    fallback: Fallback | None = None
 
     @property
     def target(self) -> str:
@@ -281,7 +305,19 @@ TRIGGER_FIELDS = {
     "activationQueueLength",
     "queueLengthStrategy",
     "connectionFromEnv",
+    "accountName",
+    "cloud",
+    "endpointSuffix",
 }
+# KEDA's cloud names and the storage endpoint suffix of each.
+CLOUD_SUFFIXES = {
+    "AzurePublicCloud": "core.windows.net",
+    "AzureUSGovernmentCloud": "core.usgovcloudapi.net",
+    "AzureChinaCloud": "core.chinacloudapi.cn",
+    "Private": "",
+}
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+_ENDPOINT_SUFFIX = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$")
 SCALING_RULES_FIELDS = {"stabilizationWindowSeconds", "selectPolicy", "policies"}
 POLICY_FIELDS = {"type", "value", "periodSeconds"}
 RULE_FIELDS = {
@@ -295,6 +331,7 @@ RULE_FIELDS = {
     "tolerance",
     "triggers",
     "behavior",
+    "fallback",
 }
 DEFAULTABLE_FIELDS = RULE_FIELDS - {"name", "deployment"}
 
@@ -332,13 +369,7 @@ def parse_trigger(data: Any, field: str) -> AzureQueueTrigger:
             f"{field}.queueLengthStrategy",
             QUEUE_LENGTH_STRATEGIES,
         ),
-        "connection_from_env": check.take(
-            _parse_str,
-            data.get("connectionFromEnv", DEFAULT_CONNECTION_ENV),
-            f"{field}.connectionFromEnv",
-            _ENV_NAME,
-            "the name of an environment variable",
-        ),
+        **(check.take(_parse_credentials, data, field) or {}),
         "name": check.take(
             _parse_str,
             data.get("name", queue_name or "queue"),
@@ -349,6 +380,66 @@ def parse_trigger(data: Any, field: str) -> AzureQueueTrigger:
     }
     check.raise_if_any()
     return AzureQueueTrigger(queue_name=queue_name, **values)
+
+
+def _parse_credentials(data: Mapping[str, Any], field: str) -> dict[str, str]:
+    """A connection string from an env var (the default), or an account with Azure AD."""
+    if "accountName" not in data:
+        for key in ("cloud", "endpointSuffix"):
+            if key in data:
+                raise ConfigError(f"{field}.{key}", "only applies together with accountName")
+        env = data.get("connectionFromEnv", DEFAULT_CONNECTION_ENV)
+        what = "the name of an environment variable"
+        env = _parse_str(env, f"{field}.connectionFromEnv", _ENV_NAME, what)
+        return {"connection_from_env": env}
+    if "connectionFromEnv" in data:
+        raise ConfigError(
+            f"{field}.accountName",
+            "give connectionFromEnv (a connection string) or accountName (Azure AD), not both",
+        )
+    account = _parse_str(
+        data["accountName"], f"{field}.accountName", _ACCOUNT_NAME,
+        "a storage account name (3-24 lowercase letters and digits)",
+    )  # fmt: skip
+    clouds = {c.lower(): c for c in CLOUD_SUFFIXES}
+    cloud = _parse_choice(data.get("cloud", "AzurePublicCloud"), f"{field}.cloud", clouds)
+    suffix = data.get("endpointSuffix")
+    if cloud == "Private":
+        if suffix is None:
+            raise ConfigError(f"{field}.endpointSuffix", "is required with cloud 'Private'")
+        what = "a DNS suffix like 'core.example.net'"
+        suffix = _parse_str(suffix, f"{field}.endpointSuffix", _ENDPOINT_SUFFIX, what)
+    elif suffix is not None:
+        raise ConfigError(f"{field}.endpointSuffix", "only applies with cloud 'Private'")
+    return {
+        "connection_from_env": "",
+        "account_name": account,
+        "cloud": cloud,
+        "endpoint_suffix": suffix or CLOUD_SUFFIXES[cloud],
+    }
+
+
+def parse_fallback(data: Any, field: str, max_replicas: int | None) -> Fallback:
+    data = _check_mapping(data, field, {"failureThreshold", "replicas"})
+    check = _Collector()
+    threshold = check.take(
+        lambda: _parse_int(
+            _required(data, "failureThreshold", f"{field}.failureThreshold"),
+            f"{field}.failureThreshold",
+            1,
+        )
+    )
+    replicas = check.take(
+        lambda: _parse_int(_required(data, "replicas", f"{field}.replicas"), f"{field}.replicas", 0)
+    )
+    if replicas is not None and max_replicas is not None and replicas > max_replicas:
+        check.errors.append(
+            ConfigError(
+                f"{field}.replicas", f"must not exceed maxReplicas ({max_replicas}), got {replicas}"
+            )
+        )
+    check.raise_if_any()
+    return Fallback(threshold, replicas)
 
 
 def parse_policy(data: Any, field: str) -> ScalingPolicy:
@@ -466,6 +557,9 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
             _parse_number, data.get("tolerance", DEFAULT_TOLERANCE), "tolerance", False
         ),
         "behavior": check.take(parse_behavior, data.get("behavior") or {}, "behavior"),
+        "fallback": None
+        if data.get("fallback") is None
+        else check.take(parse_fallback, data["fallback"], "fallback", max_replicas),
     }
     check.raise_if_any()
     return Rule(
