@@ -18,13 +18,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eventscaler.cli import UsageError, parse_args
 from eventscaler.config import describe_rule, load_rules
 
 if TYPE_CHECKING:
     from eventscaler.daemon import Daemon
+    from eventscaler.health import HealthServer
     from eventscaler.leader import LeaderElector
 
 logger = logging.getLogger("eventscaler")
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     if args.command == "validate":
         return validate(args.file, args.namespaces or None)
+    if args.command == "status":
+        return status(args)
     return run(args)
 
 
@@ -59,70 +62,152 @@ def validate(path: str, namespaces: Sequence[str] | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here so `validate` and `--help` stay fast and need no cluster libraries.
-    from eventscaler.daemon import Daemon, RuleFileWatcher
-    from eventscaler.engine import Engine
-    from eventscaler.health import ApiCheck, HealthServer
-    from eventscaler.kube import ClusterAccess, DeploymentScaler, KubeError, build_api_client
-    from eventscaler.logs import setup_logging
-    from eventscaler.sources.azure_queue import AzureQueueSource
-
     stop = install_stop_signals()
-    setup_logging(args.log_level, args.log_format)
-    access = ClusterAccess(args.kubeconfig, args.context)
-    try:
-        api_client = build_api_client(access, pool_size=args.workers)
-    except KubeError as exc:
-        logger.error("%s", exc)
+    parts = build(args)
+    if parts is None:
         return EXIT_INVALID
-    source = AzureQueueSource(timeout_seconds=args.queue_timeout, pool_size=args.workers)
-    scaler = DeploymentScaler(api_client, timeout_seconds=args.api_timeout)
-    engine = Engine(source, scaler, dry_run=args.dry_run)
-    watcher = RuleFileWatcher(args.config, args.namespaces or None)
-    elector = None if args.once or not args.leader_elect else build_elector(args, api_client)
-    daemon = Daemon(
-        engine,
-        watcher,
-        workers=args.workers,
-        reload_interval=args.reload_interval,
-        is_leader=elector.is_leader if elector else lambda: True,
-    )
-    logger.info(
-        "eventscaler starting: rules %s, cluster via %s%s",
-        args.config,
-        access.describe(),
-        ", DRY RUN (no writes)" if args.dry_run else "",
-    )
     try:
         if args.once:
-            outcomes = daemon.run_once()
-            failed = [o.rule for o in outcomes if o.failed]
-            logger.info("evaluated %d rule(s) once, %d failed", len(outcomes), len(failed))
-            problems = daemon.health.last_load_error is not None
-            return EXIT_RULE_FAILED if failed or problems else EXIT_OK
-        health = None
-        if args.health_port >= 0:
-            health = HealthServer(
-                args.health_host, args.health_port, daemon.health, ApiCheck(scaler.check_reachable)
-            ).start()
+            return run_once(parts.daemon)
+        health = parts.health_server(args) if args.health_port >= 0 else None
         try:
-            return run_until_signalled(daemon, elector, stop)
+            return run_until_signalled(parts.daemon, parts.elector, stop)
         finally:
             if health is not None:
                 health.stop()
     finally:
-        source.close()
-        api_client.close()
+        parts.close()
 
 
-def build_elector(args: argparse.Namespace, api_client: object) -> LeaderElector:
+def run_once(daemon: Daemon) -> int:
+    outcomes = daemon.run_once()
+    failed = [o.rule for o in outcomes if o.failed]
+    logger.info("evaluated %d rule(s) once, %d failed", len(outcomes), len(failed))
+    problems = daemon.health.last_load_error is not None
+    return EXIT_RULE_FAILED if failed or problems else EXIT_OK
+
+
+def status(args: argparse.Namespace) -> int:
+    """Print every rule's state: the running daemon's, or else one dry-run evaluation."""
+    from eventscaler.status import render_reasons, render_table
+
+    rows, origin = fetch_daemon_status(args.url), f"from the daemon at {args.url}"
+    if rows is None:
+        origin = "evaluated once now in dry-run (no daemon answered at " + args.url + ")"
+        args.dry_run, args.once, args.leader_elect = True, True, False
+        args.log_level = "ERROR" if args.log_level == "INFO" else args.log_level
+        parts = build(args)
+        if parts is None:
+            return EXIT_INVALID
+        try:
+            parts.daemon.run_once()
+        finally:
+            parts.close()
+        rows = parts.board.snapshot()
+    print(render_table(rows))
+    print(f"\n{len(rows)} rule(s), {origin}. Reasons:")
+    print(render_reasons(rows))
+    return EXIT_RULE_FAILED if any(row.get("error") for row in rows) else EXIT_OK
+
+
+def fetch_daemon_status(url: str) -> list[dict[str, Any]] | None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=3) as response:
+            return list(json.load(response)["rules"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class Parts:
+    """Everything `run` builds once: clients, engine, daemon, reporters."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from eventscaler.daemon import Daemon, RuleFileWatcher
+        from eventscaler.engine import Engine
+        from eventscaler.events import EventReporter
+        from eventscaler.kube import (
+            ClusterAccess,
+            DeploymentScaler,
+            EventRecorder,
+            build_api_client,
+        )
+        from eventscaler.metrics import Metrics
+        from eventscaler.sources.azure_queue import AzureQueueSource
+        from eventscaler.status import StatusBoard
+
+        self.access = ClusterAccess(args.kubeconfig, args.context)
+        self.api_client = build_api_client(self.access, pool_size=args.workers)
+        self.identity = replica_identity(args)
+        self.source = AzureQueueSource(timeout_seconds=args.queue_timeout, pool_size=args.workers)
+        self.scaler = DeploymentScaler(self.api_client, timeout_seconds=args.api_timeout)
+        self.metrics = Metrics()
+        self.board = StatusBoard()
+        events = EventReporter(EventRecorder(self.api_client, self.identity, args.api_timeout))
+        observers = [self.metrics, self.board, events]
+        engine = Engine(self.source, self.scaler, dry_run=args.dry_run, observers=observers)
+        watcher = RuleFileWatcher(args.config, args.namespaces or None)
+        self.elector = None
+        if args.leader_elect and not args.once:
+            self.elector = build_elector(args, self.api_client, self.identity)
+        self.daemon = Daemon(
+            engine,
+            watcher,
+            workers=args.workers,
+            reload_interval=args.reload_interval,
+            is_leader=self.elector.is_leader if self.elector else lambda: True,
+            listener=self.metrics,
+        )
+
+    def health_server(self, args: argparse.Namespace) -> HealthServer:
+        from eventscaler.health import ApiCheck, HealthServer
+        from eventscaler.metrics import CONTENT_TYPE
+
+        routes = {
+            "/metrics": lambda: (200, CONTENT_TYPE, self.metrics.exposition()),
+            "/status": lambda: (200, "application/json", self.board.to_json()),
+        }
+        api_check = ApiCheck(self.scaler.check_reachable)
+        health = self.daemon.health
+        return HealthServer(args.health_host, args.health_port, health, api_check, routes).start()
+
+    def close(self) -> None:
+        self.source.close()
+        self.api_client.close()
+
+
+def build(args: argparse.Namespace) -> Parts | None:
+    from eventscaler.kube import KubeError
+    from eventscaler.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
+    try:
+        parts = Parts(args)
+    except KubeError as exc:
+        logger.error("%s", exc)
+        return None
+    logger.info(
+        "eventscaler starting: rules %s, cluster via %s%s",
+        args.config,
+        parts.access.describe(),
+        ", DRY RUN (no writes)" if args.dry_run else "",
+    )
+    return parts
+
+
+def replica_identity(args: argparse.Namespace) -> str:
+    fallback = f"{socket.gethostname()}-{os.getpid()}"
+    return args.identity or os.environ.get("POD_NAME") or fallback
+
+
+def build_elector(args: argparse.Namespace, api_client: object, identity: str) -> LeaderElector:
     from eventscaler.kube import LeaseClient
     from eventscaler.leader import LeaderElector
 
     namespace = args.lease_namespace or os.environ.get("POD_NAMESPACE") or "default"
-    identity = (
-        args.identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    )
     duration = args.lease_duration
     lease = LeaseClient(api_client, namespace, args.lease_name, timeout_seconds=duration / 3)
     # client-go's proportions (15 s / 10 s / 2 s), kept for any duration.

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from eventscaler.daemon import DEFAULT_RELOAD_INTERVAL, DEFAULT_WORKERS
 
-COMMANDS = ("run", "validate")
+COMMANDS = ("run", "validate", "status")
+# Commands that build the daemon, so take every `run` flag.
+DAEMON_COMMANDS = ("run", "status")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -85,6 +87,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     for flag in RUN_FLAGS:
         _add_flag(run, flag, environ)
+    status = commands.add_parser(
+        "status",
+        help="a table of every rule: replicas, queues, cooldown, last scale, reason, errors",
+        description="Show what every rule is doing and why. Reads the running daemon's /status "
+        "(--url); when no daemon answers, evaluates every rule once in dry-run instead.",
+    )
+    status.add_argument(
+        "--url",
+        default=environ.get("AUTOSCALER_STATUS_URL", "http://127.0.0.1:8080"),
+        help="the daemon's health endpoint (env AUTOSCALER_STATUS_URL, default "
+        "http://127.0.0.1:8080; use kubectl port-forward for one in a cluster)",
+    )
+    for flag in RUN_FLAGS:
+        _add_flag(status, flag, environ)
     validate = commands.add_parser(
         "validate",
         help="check a rule file: exit 0 and one line per rule, or exit 2 and every problem",
@@ -149,7 +165,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) ->
     parser = build_parser(environ)
     namespace = parser.parse_args(args)
     # Environment defaults bypass argparse's own conversion; convert them the same way.
-    if namespace.command == "run":
+    if namespace.command in DAEMON_COMMANDS:
         for flag in RUN_FLAGS:
             dest = flag.flag.lstrip("-").replace("-", "_")
             value = getattr(namespace, dest)

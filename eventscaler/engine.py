@@ -1,7 +1,8 @@
-"""One tick of one rule: read the queues, read the replicas, decide, write if needed, log why.
+"""One tick of one rule: read the Deployment and the queues, decide, write if needed, report.
 
 Failure is local: whatever goes wrong is reported for this rule alone and never scales anything
-(a failed queue read is not a zero, a failed replica read stops the tick).
+(a failed queue read is not a zero, a failed Deployment read stops the tick). What a tick did goes
+to the observers (metrics, events, status) as one `Outcome`.
 """
 
 from __future__ import annotations
@@ -9,12 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from eventscaler.config import AzureQueueTrigger, Rule
-from eventscaler.policy import Decision, Reading, RuleState, decide, initial_state
+from eventscaler.policy import (
+    Decision,
+    Reading,
+    RuleState,
+    decide,
+    initial_state,
+    pause_from_annotations,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -23,30 +31,56 @@ class QueueSource(Protocol):
     def read_length(self, trigger: AzureQueueTrigger) -> int: ...
 
 
+class DeploymentLike(Protocol):
+    replicas: int
+    annotations: dict[str, str]
+    uid: str
+
+
 class Scaler(Protocol):
-    def read_replicas(self, namespace: str, name: str) -> int: ...
+    def read(self, namespace: str, name: str) -> DeploymentLike: ...
 
     def set_replicas(self, namespace: str, name: str, replicas: int) -> None: ...
+
+
+# Outcome.error_kind values.
+FAILED_DEPLOYMENT_READ = "deployment-read"
+FAILED_QUEUE_READ = "queue-read"
+FAILED_WRITE = "write"
+FAILED_BUG = "internal"
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What one tick of one rule did."""
 
-    rule: str
+    rule: Rule
+    readings: tuple[Reading, ...] = ()
+    current: int | None = None  # replicas found; None when the Deployment could not be read
     decision: Decision | None = None
     wrote: bool = False
+    dry_run: bool = False
     error: str | None = None  # set when the tick could not do all it should
+    error_kind: str | None = None
+    uid: str = ""  # of the Deployment, for events
+    duration: float = 0.0  # seconds the tick took
+    finished_at: float = field(default_factory=time.time)  # wall clock, for status
+    cooldown_left: float | None = None  # seconds until the step to zero, while counting down
 
     @property
     def failed(self) -> bool:
         return self.error is not None
 
 
+class Observer(Protocol):
+    def observe(self, outcome: Outcome) -> None: ...
+
+
 @dataclass
 class _Memory:
     target: str  # the namespace/deployment the state belongs to
     state: RuleState
+    last_step: str | None = None
 
 
 class Engine:
@@ -62,21 +96,32 @@ class Engine:
         scaler: Scaler,
         dry_run: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self._source = source
         self._scaler = scaler
         self._dry_run = dry_run
         self._clock = clock
+        self._observers = list(observers)
         self._memory: dict[str, _Memory] = {}
         self._failing_ticks: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def evaluate(self, rule: Rule) -> Outcome:
+        started = time.perf_counter()
         try:
-            return self._evaluate(rule)
+            outcome = self._evaluate(rule)
         except Exception as exc:  # a bug must not kill the scheduler thread or other rules
             logger.exception("%s: rule %s: unexpected error", rule.target, rule.name)
-            return Outcome(rule.name, error=f"unexpected error: {type(exc).__name__}")
+            outcome = Outcome(rule, error=f"unexpected error: {type(exc).__name__}",
+                              error_kind=FAILED_BUG)  # fmt: skip
+        outcome = _with_duration(outcome, time.perf_counter() - started)
+        for observer in self._observers:
+            try:
+                observer.observe(outcome)
+            except Exception:  # reporting must never stop scaling
+                logger.exception("%s: rule %s: reporting failed", rule.target, rule.name)
+        return outcome
 
     def forget_rules_except(self, rules: Iterable[Rule]) -> None:
         """Drop the state of rules that are gone; rules that remain keep theirs (reload)."""
@@ -88,20 +133,32 @@ class Engine:
                     self._failing_ticks.pop(name, None)
 
     def _evaluate(self, rule: Rule) -> Outcome:
-        readings = [self._read(rule, trigger) for trigger in rule.triggers]
         log = _RuleLog(rule, self._dry_run)
         try:
-            current = self._scaler.read_replicas(rule.namespace, rule.deployment)
+            deployment = self._scaler.read(rule.namespace, rule.deployment)
         except Exception as exc:
-            return self._fail(rule, log, f"cannot read replicas: {exc}")
+            return self._fail(Outcome(rule), log, f"cannot read the Deployment: {exc}",
+                              FAILED_DEPLOYMENT_READ)  # fmt: skip
+        current = deployment.replicas
+        pause = pause_from_annotations(deployment.annotations)
+        # A paused rule reads no queue: "leave it alone" includes not billing queue calls.
+        readings = () if pause else tuple(self._read(trigger) for trigger in rule.triggers)
         now = self._clock()
         memory = self._remember(rule, now)
-        decision = decide(rule, readings, current, memory.state, now)
+        decision = decide(rule, readings, current, memory.state, now, pause)
         memory.state = decision.state
-        failed_reads = [r for r in readings if not r.ok]
-        log.decision(decision)
+        log.decision(decision, memory.last_step)
+        memory.last_step = decision.step
+        outcome = Outcome(
+            rule,
+            readings,
+            current,
+            decision,
+            dry_run=self._dry_run,
+            uid=deployment.uid,
+            cooldown_left=_cooldown_left(rule, decision, now),
+        )
 
-        wrote = False
         if decision.changes:
             if self._dry_run:
                 log.would_scale(decision)
@@ -110,22 +167,24 @@ class Engine:
                     self._scaler.set_replicas(rule.namespace, rule.deployment, decision.target)
                 except Exception as exc:
                     error = f"cannot scale {current} -> {decision.target}: {exc}"
-                    return self._fail(rule, log, error, decision)
+                    return self._fail(outcome, log, error, FAILED_WRITE)
                 memory.state = decision.state.record_scale(now, current, decision.target)
-                wrote = True
+                outcome = _replace(outcome, wrote=True)
                 log.scaled(decision)
+        failed_reads = [r for r in readings if not r.ok]
         if failed_reads:
             errors = "; ".join(f"{r.trigger}: {r.error}" for r in failed_reads)
-            return self._fail(rule, log, f"queue read failed: {errors}", decision, wrote)
+            return self._fail(outcome, log, f"queue read failed: {errors}", FAILED_QUEUE_READ)
         with self._lock:
             self._failing_ticks.pop(rule.name, None)
-        return Outcome(rule.name, decision, wrote)
+        return outcome
 
-    def _read(self, rule: Rule, trigger: AzureQueueTrigger) -> Reading:
+    def _read(self, trigger: AzureQueueTrigger) -> Reading:
         try:
             return Reading(trigger.label, self._source.read_length(trigger))
         except Exception as exc:
-            return Reading(trigger.label, None, str(exc) or type(exc).__name__)
+            kind = getattr(exc, "kind", None) or type(exc).__name__
+            return Reading(trigger.label, None, str(exc) or type(exc).__name__, kind)
 
     def _remember(self, rule: Rule, now: float) -> _Memory:
         """This rule's memory; a new one (start-up counts as activity) if it now targets another
@@ -137,18 +196,27 @@ class Engine:
                 self._memory[rule.name] = memory
             return memory
 
-    def _fail(
-        self,
-        rule: Rule,
-        log: _RuleLog,
-        error: str,
-        decision: Decision | None = None,
-        wrote: bool = False,
-    ) -> Outcome:
+    def _fail(self, outcome: Outcome, log: _RuleLog, error: str, kind: str) -> Outcome:
+        name = outcome.rule.name
         with self._lock:
-            ticks = self._failing_ticks[rule.name] = self._failing_ticks.get(rule.name, 0) + 1
+            ticks = self._failing_ticks[name] = self._failing_ticks.get(name, 0) + 1
         log.failure(error, ticks)
-        return Outcome(rule.name, decision, wrote, error)
+        return _replace(outcome, error=error, error_kind=kind)
+
+
+def _replace(outcome: Outcome, **changes: object) -> Outcome:
+    return replace(outcome, **changes)  # type: ignore[arg-type]
+
+
+def _with_duration(outcome: Outcome, seconds: float) -> Outcome:
+    return _replace(outcome, duration=seconds, finished_at=time.time())
+
+
+def _cooldown_left(rule: Rule, decision: Decision, now: float) -> float | None:
+    """Seconds until the step to zero, while an idle rule above zero counts down."""
+    if rule.min_replicas > 0 or decision.active or decision.target == 0:
+        return None
+    return max(0.0, rule.cooldown_period - (now - decision.state.last_active))
 
 
 class _RuleLog:
@@ -163,35 +231,41 @@ class _RuleLog:
             "dry_run": dry_run,
         }
 
-    def decision(self, decision: Decision) -> None:
-        logger.debug(
-            "%s: rule %s: %d -> %d: %s",
+    def decision(self, decision: Decision, last_step: str | None) -> None:
+        # Every tick at DEBUG; at INFO when the reason changes (a hold that started, a pause...).
+        changed = last_step is not None and decision.step != last_step and not decision.changes
+        logger.log(
+            logging.INFO if changed else logging.DEBUG,
+            "%s: rule %s: %d -> %d [%s]: %s",
             self._rule.target,
             self._rule.name,
             decision.current,
             decision.target,
+            decision.step,
             decision.reason,
             extra=self._with(decision),
         )
 
     def scaled(self, decision: Decision) -> None:
         logger.info(
-            "%s: scaled %d -> %d (rule %s: %s)",
+            "%s: scaled %d -> %d (rule %s [%s]: %s)",
             self._rule.target,
             decision.current,
             decision.target,
             self._rule.name,
+            decision.step,
             decision.reason,
             extra=self._with(decision),
         )
 
     def would_scale(self, decision: Decision) -> None:
         logger.info(
-            "%s: dry-run: would scale %d -> %d (rule %s: %s)",
+            "%s: dry-run: would scale %d -> %d (rule %s [%s]: %s)",
             self._rule.target,
             decision.current,
             decision.target,
             self._rule.name,
+            decision.step,
             decision.reason,
             extra=self._with(decision),
         )
@@ -208,4 +282,9 @@ class _RuleLog:
         )
 
     def _with(self, decision: Decision) -> dict[str, object]:
-        return {**self._extra, "from_replicas": decision.current, "to_replicas": decision.target}
+        return {
+            **self._extra,
+            "from_replicas": decision.current,
+            "to_replicas": decision.target,
+            "step": decision.step,
+        }

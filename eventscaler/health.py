@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from eventscaler.daemon import Health
@@ -45,12 +45,26 @@ class ApiCheck:
             return self._error
 
 
-class HealthServer:
-    """A tiny HTTP server in a background thread."""
+# A route answers (status, content type, body).
+Route = Callable[[], tuple[int, str, bytes]]
+TEXT = "text/plain; charset=utf-8"
 
-    def __init__(self, host: str, port: int, health: Health, api: ApiCheck) -> None:
+
+class HealthServer:
+    """A tiny HTTP server in a background thread: /healthz, /readyz, and any extra routes
+    (the daemon adds /metrics and /status)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        health: Health,
+        api: ApiCheck,
+        extra_routes: Mapping[str, Route] | None = None,
+    ) -> None:
         self._health = health
         self._api = api
+        self._extra_routes = dict(extra_routes or {})
         handler = self._make_handler()
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
@@ -62,7 +76,8 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         self._thread.start()
-        logger.info("health endpoints on port %d: /healthz /readyz", self.port)
+        paths = " ".join(["/healthz", "/readyz", *self._extra_routes])
+        logger.info("health endpoints on port %d: %s", self.port, paths)
         return self
 
     def stop(self) -> None:
@@ -84,15 +99,22 @@ class HealthServer:
         return 200, "ok"
 
     def _make_handler(self) -> type[BaseHTTPRequestHandler]:
-        routes = {"/healthz": self.liveness, "/readyz": self.readiness}
+        def text(check: Callable[[], tuple[int, str]]) -> Route:
+            def route() -> tuple[int, str, bytes]:
+                status, message = check()
+                return status, TEXT, (message + "\n").encode()
+
+            return route
+
+        routes = {"/healthz": text(self.liveness), "/readyz": text(self.readiness)}
+        routes.update(self._extra_routes)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
                 route = routes.get(self.path.split("?", 1)[0])
-                status, text = route() if route else (404, "not found")
-                body = (text + "\n").encode()
+                status, content_type, body = route() if route else (404, TEXT, b"not found\n")
                 self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

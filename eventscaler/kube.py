@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +80,18 @@ def build_api_client(access: ClusterAccess, pool_size: int = 16) -> client.ApiCl
     return client.ApiClient(configuration)
 
 
+@dataclass(frozen=True)
+class DeploymentView:
+    """The few fields of a Deployment the daemon needs."""
+
+    replicas: int
+    annotations: dict[str, str]
+    uid: str
+
+
 class DeploymentScaler:
-    """Reads and sets a Deployment's replicas through its `scale` subresource."""
+    """Reads a Deployment (replicas and pause annotations) and sets its replicas through the
+    `scale` subresource, so the only write permission needed is `patch` on `deployments/scale`."""
 
     def __init__(
         self, api_client: client.ApiClient, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
@@ -87,17 +99,33 @@ class DeploymentScaler:
         self._apps = client.AppsV1Api(api_client)
         self._timeout = timeout_seconds
 
-    def read_replicas(self, namespace: str, name: str) -> int:
-        scale = self._call(
+    def read(self, namespace: str, name: str) -> DeploymentView:
+        """One GET of the Deployment. The annotations (pause) live on it, not on its Scale, and
+        one read beats two; only three fields are parsed, not the whole pod template."""
+        response = self._call(
             "get",
             namespace,
             name,
-            lambda: self._apps.read_namespaced_deployment_scale(
-                name, namespace, _request_timeout=self._timeout
+            lambda: self._apps.read_namespaced_deployment(
+                name, namespace, _preload_content=False, _request_timeout=self._timeout
             ),
         )
-        # The API server omits `spec.replicas` when it is 0, so the client reads None.
-        return (scale.spec.replicas or 0) if scale.spec else 0
+        try:
+            body = json.loads(response.data)
+            metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
+            return DeploymentView(
+                # A missing field reads as 0, never as "unknown": the API server always sets it.
+                replicas=int(spec.get("replicas") or 0),
+                annotations=dict(metadata.get("annotations") or {}),
+                uid=str(metadata.get("uid", "")),
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise KubeError(
+                "BadResponse", f"get {namespace}/{name}: unreadable reply: {exc}"
+            ) from None
+
+    def read_replicas(self, namespace: str, name: str) -> int:
+        return self.read(namespace, name).replicas
 
     def set_replicas(self, namespace: str, name: str, replicas: int) -> None:
         # A merge patch of spec.replicas alone: no resourceVersion, so the deployment controller's
@@ -136,6 +164,59 @@ class DeploymentScaler:
             raise KubeError(
                 "Unreachable", f"cannot {verb} {namespace}/{name} scale: {type(exc).__name__}"
             ) from None
+
+
+EVENT_COMPONENT = "eventscaler"
+MAX_EVENT_MESSAGE = 1024  # the API server rejects longer event messages
+
+
+class EventRecorder:
+    """Writes core/v1 Events about a Deployment, as `kubectl describe` and `kubectl events`
+    show them (the HPA writes its SuccessfulRescale events the same way)."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        instance: str,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self._core = client.CoreV1Api(api_client)
+        self._instance = instance
+        self._timeout = timeout_seconds
+
+    def record(
+        self, namespace: str, name: str, uid: str, kind: str, reason: str, message: str
+    ) -> None:
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            # kubectl's naming: the object's name and a hex timestamp; valid for both events APIs.
+            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+            },
+            "reason": reason,
+            "message": message[:MAX_EVENT_MESSAGE],
+            "type": kind,
+            "source": {"component": EVENT_COMPONENT},
+            "reportingComponent": EVENT_COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            self._core.create_namespaced_event(namespace, body, _request_timeout=self._timeout)
+        except ApiException as exc:
+            raise _api_error("create event for", namespace, name, exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeError("Unreachable", f"cannot create event: {type(exc).__name__}") from None
 
 
 def _api_error(verb: str, namespace: str, name: str, exc: ApiException) -> KubeError:

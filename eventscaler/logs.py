@@ -11,7 +11,15 @@ from typing import Any
 from eventscaler.redact import RedactingFilter
 
 # Fields that callers attach with `extra=` and that JSON output carries as its own keys.
-CONTEXT_FIELDS = ("rule", "namespace", "deployment", "from_replicas", "to_replicas", "dry_run")
+CONTEXT_FIELDS = (
+    "rule",
+    "namespace",
+    "deployment",
+    "from_replicas",
+    "to_replicas",
+    "step",
+    "dry_run",
+)
 QUIET_LOGGERS = ("apscheduler", "kubernetes", "urllib3", "azure")
 
 

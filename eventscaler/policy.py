@@ -14,12 +14,17 @@ Every step, in order (the README lists them for users):
    recommendation of the scale-up window and the highest of the scale-down window) and its rate
    policies.
 5. A failed trigger forbids any scale-down on that tick; scale-up on what was read still happens.
+6. After `fallback.failureThreshold` ticks in a row with a failed trigger, the rule runs
+   `fallback.replicas`, from any count, zero included; the first tick with all readings back
+   returns to normal.
+Before all of these, a pause (annotation on the Deployment) leaves the replicas alone, or sets the
+paused-replicas count, and counts as activity so resuming never zeroes at once.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from eventscaler.config import AzureQueueTrigger, Rule, ScalingRules
@@ -34,6 +39,7 @@ class Reading:
     trigger: str
     length: int | None  # None when the read failed
     error: str | None = None
+    kind: str | None = None  # a short word for the failure (QueueNotFound, Timeout...), for metrics
 
     @property
     def ok(self) -> bool:
@@ -47,6 +53,7 @@ class RuleState:
     last_active: float  # start-up counts as activity, so a restart never zeroes at once
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, replicas) for stabilization
     scale_events: tuple[tuple[float, int], ...] = ()  # (time, replica change) for rate policies
+    failed_ticks: int = 0  # ticks in a row on which some trigger failed (for the fallback)
 
     def record_scale(self, now: float, current: int, target: int) -> RuleState:
         """The state after a write from `current` to `target` succeeded."""
@@ -60,12 +67,38 @@ def initial_state(now: float) -> RuleState:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """A pause asked for on the Deployment: leave it alone, or hold it at `replicas`."""
+
+    source: str  # the annotation that asked for it, for the reason
+    replicas: int | None = None
+
+
+# Decision.step values: which step of the policy decided.
+STEP_PAUSED = "paused"
+STEP_FALLBACK = "fallback"
+STEP_FAILED = "failed-readings"
+STEP_WAKE = "scale-from-zero"
+STEP_IDLE = "idle"
+STEP_MIN = "min-replicas"
+STEP_TO_ZERO = "cooldown-to-zero"
+STEP_COOLDOWN = "cooldown"
+STEP_UP = "scale-up"
+STEP_DOWN = "scale-down"
+STEP_TOLERANCE = "tolerance"
+STEP_STABILIZATION = "stabilization"
+STEP_RATE = "rate-policy"
+STEP_AT_TARGET = "at-target"
+
+
+@dataclass(frozen=True)
 class Decision:
     current: int
     target: int
     active: bool
     reason: str  # the step of the policy that decided, and the readings behind it
     state: RuleState  # the state to keep for the next tick
+    step: str = STEP_AT_TARGET  # one of the STEP_* words, for metrics and "reason changed" logs
 
     @property
     def changes(self) -> bool:
@@ -79,9 +112,16 @@ class Decision:
 
 
 def decide(
-    rule: Rule, readings: Sequence[Reading], current: int, state: RuleState, now: float
+    rule: Rule,
+    readings: Sequence[Reading],
+    current: int,
+    state: RuleState,
+    now: float,
+    pause: Pause | None = None,
 ) -> Decision:
     """Decide the replicas for `rule`; `readings` are in the order of `rule.triggers`."""
+    if pause is not None:
+        return _paused(current, state, now, pause)
     summary = _describe_readings(rule, readings)
     good = [
         (t, r.length) for t, r in zip(rule.triggers, readings, strict=True) if r.length is not None
@@ -89,21 +129,33 @@ def decide(
     failed = len(good) < len(readings)
     read_active = any(length > t.activation_queue_length for t, length in good)
     active = failed or read_active
-    state = _forget_old_history(rule, replace(state, last_active=now) if active else state, now)
+    state = replace(
+        state,
+        last_active=now if active else state.last_active,
+        failed_ticks=state.failed_ticks + 1 if failed else 0,
+    )
+    state = _forget_old_history(rule, state, now)
 
-    def decision(target: int, why: str, next_state: RuleState = state) -> Decision:
-        return Decision(current, target, active, f"{why}; {summary}", next_state)
+    def decision(target: int, step: str, why: str, next_state: RuleState = state) -> Decision:
+        return Decision(current, target, active, f"{why}; {summary}", next_state, step)
+
+    if failed and rule.fallback and state.failed_ticks >= rule.fallback.failure_threshold:
+        replicas = rule.fallback.replicas
+        why = f"fallback: {state.failed_ticks} failed tick(s) >= failureThreshold "
+        why += f"{rule.fallback.failure_threshold}: running fallback.replicas {replicas}"
+        return decision(replicas, STEP_FALLBACK, why)
 
     if not good:
-        return decision(current, "all readings failed: holding")
+        return decision(current, STEP_FAILED, "all readings failed: holding")
 
     if current == 0:
         if not read_active:
             if rule.min_replicas > 0:
-                return decision(rule.min_replicas, f"below minReplicas {rule.min_replicas}")
-            return decision(0, "idle at zero")
+                why = f"below minReplicas {rule.min_replicas}"
+                return decision(rule.min_replicas, STEP_MIN, why)
+            return decision(0, STEP_IDLE, "idle at zero")
         target, why = _wake_from_zero(rule, good, state, now)
-        return decision(target, why, _remember(state, now, target))
+        return decision(target, STEP_WAKE, why, _remember(state, now, target))
 
     idle_for = now - state.last_active
     if rule.min_replicas == 0 and not active and idle_for >= rule.cooldown_period:
@@ -111,14 +163,15 @@ def decide(
         why = f"no activity for {idle_for:g}s >= cooldownPeriod {rule.cooldown_period:g}s"
         if target > 0:
             why += f": scale-down policy allows {target}"
-        return decision(target, why)
+        return decision(target, STEP_TO_ZERO, why)
 
     floor = max(rule.min_replicas, 1)
     proposal = max(_proposal(t, length, current, rule.tolerance) for t, length in good)
     clamped = min(max(proposal, floor), rule.max_replicas)
     if failed and clamped <= current:
         # Partial readings may not lower anything, not even the stabilization history.
-        return decision(current, "a trigger failed: never scaling down on a missing reading")
+        why = "a trigger failed: never scaling down on a missing reading"
+        return decision(current, STEP_FAILED, why)
     if not state.recommendations:
         # As the HPA does, a rule with no history (a fresh start) counts the replicas it finds as
         # a recommendation, so a restart does not skip the scale-down stabilization window.
@@ -129,7 +182,35 @@ def decide(
     stabilized = min(max(_stabilize(rule, state, now, current, clamped), floor), rule.max_replicas)
     direction = rule.behavior.scale_up if stabilized > current else rule.behavior.scale_down
     target = _apply_rate_policies(direction, state, now, current, stabilized)
-    return decision(target, _explain(current, proposal, clamped, stabilized, target), state)
+    needs = max(math.ceil(length / t.queue_length) for t, length in good)
+    untolerated = min(max(needs, floor), rule.max_replicas)
+    idle = not active and rule.min_replicas == 0
+    step = _step(current, clamped, stabilized, target, untolerated, idle)
+    return decision(target, step, _explain(current, proposal, clamped, stabilized, target), state)
+
+
+def _paused(current: int, state: RuleState, now: float, pause: Pause) -> Decision:
+    """Paused: no readings needed; the pause counts as activity so resuming never zeroes."""
+    state = replace(state, last_active=now)
+    if pause.replicas is None:
+        return Decision(current, current, False, f"paused by {pause.source}", state, STEP_PAUSED)
+    why = f"paused at {pause.replicas} replicas by {pause.source}"
+    return Decision(current, pause.replicas, False, why, state, STEP_PAUSED)
+
+
+def _step(
+    current: int, clamped: int, stabilized: int, target: int, untolerated: int, idle: bool
+) -> str:
+    """Name the step that decided; `untolerated` is the clamped desire before tolerance."""
+    if target > current:
+        return STEP_UP
+    if target < current:
+        return STEP_DOWN
+    if clamped != current:
+        return STEP_STABILIZATION if stabilized == current else STEP_RATE
+    if idle:
+        return STEP_COOLDOWN  # held above zero until the cooldown ends
+    return STEP_TOLERANCE if untolerated != current else STEP_AT_TARGET
 
 
 def _wake_from_zero(
@@ -260,3 +341,29 @@ def _describe_readings(rule: Rule, readings: Sequence[Reading]) -> str:
         else:
             parts.append(f"{trigger.label}={reading.length}/{trigger.queue_length:g}")
     return "readings " + ", ".join(parts)
+
+
+# Pause annotations on the Deployment: ours, then KEDA's, so migrating GitOps setups keep working.
+ANNOTATION_PREFIX = "eventscaler.io/"
+PAUSED = ANNOTATION_PREFIX + "paused"
+PAUSED_REPLICAS = ANNOTATION_PREFIX + "paused-replicas"
+KEDA_PAUSED = "autoscaling.keda.sh/paused"
+KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
+
+
+def pause_from_annotations(annotations: Mapping[str, str]) -> Pause | None:
+    """The pause the annotations ask for, if any. paused-replicas wins over paused (as in KEDA).
+
+    A paused-replicas value that is not a whole number >= 0 still pauses (leaves the count
+    alone): the user clearly wanted the autoscaler out of the way.
+    """
+    for key in (PAUSED_REPLICAS, KEDA_PAUSED_REPLICAS):
+        if key in annotations:
+            value = annotations[key].strip()
+            if value.isdigit():
+                return Pause(key, int(value))
+            return Pause(f"{key} (not a whole number: {value!r}, so left alone)")
+    for key in (PAUSED, KEDA_PAUSED):
+        if annotations.get(key, "").strip().lower() == "true":
+            return Pause(key)
+    return None

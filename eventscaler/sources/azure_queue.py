@@ -1,7 +1,15 @@
 """Azure Storage Queue lengths, counted the way KEDA's azure-queue scaler counts them.
 
 The only module of the daemon that imports the Azure SDK. It turns every SDK failure into a
-`QueueReadError` whose message names the queue and the environment variable, never its value.
+`QueueReadError` whose message names the queue and where the credential comes from (the
+environment variable, or the account for Azure AD), never a connection string, key or token.
+
+Credentials:
+- a connection string from an environment variable (shared key or SAS), the default;
+- `accountName` (KEDA's name): Azure AD tokens from `azure-identity`'s `DefaultAzureCredential`,
+  which finds workload identity in AKS, a managed identity, a service principal in the environment
+  or a developer's Azure CLI login. One credential per process, built on the first such trigger;
+  the account URL is `https://{account}.queue.{endpointSuffix}`.
 
 Strategies:
 - `all` (default): the queue's approximate message count. It includes in-flight messages (received
@@ -15,11 +23,17 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
 import requests
+from azure.core.credentials import (
+    AccessToken,
+    AccessTokenInfo,
+    TokenCredential,
+    TokenRequestOptions,
+)
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -31,11 +45,12 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 from azure.core.pipeline.transport import RequestsTransport
+from azure.identity import DefaultAzureCredential
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from eventscaler.config import AzureQueueTrigger
+from eventscaler.config import CLOUD_SUFFIXES, AzureQueueTrigger
 from eventscaler.redact import redact, register_secret
 
 logger = logging.getLogger(__name__)
@@ -43,6 +58,10 @@ logger = logging.getLogger(__name__)
 # The SDK's HTTP logging policy logs every request and response, headers included, at INFO:
 # one line per queue per tick, and noise around every real problem.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+# A credential chain that finds no token logs a multi-line WARNING on every read (and an INFO line
+# on every token refresh); the CredentialUnavailable error carries each credential's reason on one
+# line instead.
+logging.getLogger("azure.identity._credentials.chained").setLevel(logging.ERROR)
 
 STRATEGY_ALL = "all"
 STRATEGY_VISIBLE_ONLY = "visibleonly"  # compared lower-cased: KEDA writes `visibleonly`
@@ -60,18 +79,23 @@ QUEUE_NOT_FOUND = "QueueNotFound"
 AUTHENTICATION_FAILED = "AuthenticationFailed"
 MISSING_CONNECTION_STRING = "MissingConnectionString"
 INVALID_CONNECTION_STRING = "InvalidConnectionString"
+CREDENTIAL_UNAVAILABLE = "CredentialUnavailable"  # no Azure AD token: the identity is not set up
 TIMEOUT = "Timeout"
 CONNECTION_ERROR = "ConnectionError"
 SERVICE_ERROR = "ServiceError"
 
 _MAX_REASON_LENGTH = 200
+# A credential chain's reason lists every credential it tried: allow room for a few of them.
+_MAX_CREDENTIAL_REASON_LENGTH = 600
+
+AccountUrl = Callable[[AzureQueueTrigger], str]
 
 
 class QueueReadError(Exception):
     """A queue length could not be read. Never a reading of 0: the caller must not scale on it.
 
     `kind` is a short machine word (see the constants above); `str()` is one line that names the
-    queue and the environment variable, never the connection string or its key.
+    queue and the environment variable or the account, never the connection string, key or token.
     """
 
     def __init__(self, queue_name: str, kind: str, message: str) -> None:
@@ -111,8 +135,12 @@ class AzureQueueSource:
     """Reads queue lengths; safe to call from many threads at once.
 
     Clients are built on first use and reused across ticks: one QueueServiceClient (one HTTP
-    connection pool) per distinct connection string, one QueueClient per queue. The cache is keyed
-    by a hash of the connection string, so a rotated secret gets a fresh client.
+    connection pool) per distinct connection string or, for Azure AD triggers, per account URL;
+    one QueueClient per queue. Connection-string clients are keyed by a hash of the value, so a
+    rotated secret gets a fresh client. Azure AD clients share one credential, which caches tokens.
+
+    `credential` and `account_url` replace the process's DefaultAzureCredential and
+    `default_account_url` (tests point them at an emulator).
     """
 
     def __init__(
@@ -120,10 +148,17 @@ class AzureQueueSource:
         environ: Mapping[str, str] | None = None,
         timeout_seconds: float = 5.0,
         pool_size: int = DEFAULT_POOL_SIZE,
+        credential: TokenCredential | None = None,
+        account_url: AccountUrl | None = None,
     ) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._timeout_seconds = timeout_seconds
         self._pool_size = pool_size
+        self._given_credential = credential
+        self._account_url: AccountUrl = account_url or default_account_url
+        # Built on the first Azure AD trigger: a daemon with connection strings only never
+        # constructs DefaultAzureCredential.
+        self._credential: _TokenCredentialAdapter | None = None
         # Guards cache creation only; network calls run outside it, concurrently.
         self._lock = threading.Lock()
         self._services: dict[str, QueueServiceClient] = {}
@@ -148,6 +183,8 @@ class AzureQueueSource:
                 if len(peeked) < PEEK_LIMIT:
                     return len(peeked)
             count = queue.get_queue_properties().approximate_message_count
+        except _NoToken as exc:
+            raise _credential_error(trigger, exc, queue.url) from exc.__cause__
         except AzureError as exc:
             raise _translate_error(
                 exc, trigger, queue.primary_hostname, self._timeout_seconds
@@ -170,6 +207,8 @@ class AzureQueueSource:
             service.close()
 
     def _get_queue_client(self, trigger: AzureQueueTrigger) -> QueueClient:
+        if trigger.uses_identity:
+            return self._get_identity_queue_client(trigger)
         env_name = trigger.connection_from_env
         connection_string = self._environ.get(env_name, "").strip()
         if not connection_string:
@@ -194,6 +233,69 @@ class AzureQueueSource:
                 self._queues[key] = queue
             return queue
 
+    def _get_identity_queue_client(self, trigger: AzureQueueTrigger) -> QueueClient:
+        url = self._account_url(trigger)
+        key = (url, trigger.queue_name)
+        # Same fast path as above: the URL of an account never changes, so neither do its clients.
+        queue = self._queues.get(key)
+        if queue is not None:
+            return queue
+        with self._lock:
+            service = self._services.get(url)
+            if service is None:
+                credential = self._get_credential(trigger)
+                service = self._open_service_client(
+                    QueueServiceClient(url, credential=credential, **self._client_options()),
+                    trigger,
+                )
+                self._services[url] = service
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = service.get_queue_client(trigger.queue_name)
+                self._queues[key] = queue
+            return queue
+
+    def _get_credential(self, trigger: AzureQueueTrigger) -> _TokenCredentialAdapter:
+        """The credential of every Azure AD client of this source; called under `self._lock`."""
+        if self._credential is None:
+            if self._given_credential is not None:
+                self._credential = _TokenCredentialAdapter(self._given_credential)
+            else:
+                try:
+                    inner = process_credential()
+                except ValueError as exc:
+                    # DefaultAzureCredential refuses some settings, e.g. an unknown value of
+                    # AZURE_TOKEN_CREDENTIALS; its message names the variable, never a secret.
+                    raise _error(
+                        trigger,
+                        CREDENTIAL_UNAVAILABLE,
+                        f"DefaultAzureCredential cannot be built: {_short_reason(exc)}",
+                    ) from None
+                self._credential = _TokenCredentialAdapter(inner, "DefaultAzureCredential")
+        return self._credential
+
+    def _client_options(self) -> dict[str, Any]:
+        """Timeouts, retries and pool size of every client, whatever its credential."""
+        return {
+            "transport": _PooledTransport(
+                self._pool_size,
+                connection_timeout=self._timeout_seconds,
+                read_timeout=self._timeout_seconds,
+            ),
+            "retry_policy": _ShortLinearRetry(retry_total=RETRY_TOTAL, random_jitter_range=0),
+        }
+
+    def _open_service_client(
+        self, service: QueueServiceClient, trigger: AzureQueueTrigger
+    ) -> QueueServiceClient:
+        # Open the shared HTTP session now, under our lock: the SDK opens it lazily on the first
+        # request, and two threads doing that at once would each create one.
+        service.__enter__()
+        logger.debug(
+            "new storage client for %s (%s)", service.primary_hostname, trigger.credential_source
+        )
+        return service
+
     def _build_service_client(
         self, connection_string: str, trigger: AzureQueueTrigger
     ) -> QueueServiceClient:
@@ -203,28 +305,14 @@ class AzureQueueSource:
             raise _error(trigger, INVALID_CONNECTION_STRING, "AccountKey is empty")
         try:
             service = QueueServiceClient.from_connection_string(
-                connection_string,
-                transport=_PooledTransport(
-                    self._pool_size,
-                    connection_timeout=self._timeout_seconds,
-                    read_timeout=self._timeout_seconds,
-                ),
-                retry_policy=_ShortLinearRetry(retry_total=RETRY_TOTAL, random_jitter_range=0),
+                connection_string, **self._client_options()
             )
         except ValueError:
             # `from None`: parse errors are generic today, but must never carry the value along.
             raise _error(
                 trigger, INVALID_CONNECTION_STRING, "the connection string is malformed"
             ) from None
-        # Open the shared HTTP session now, under our lock: the SDK opens it lazily on the first
-        # request, and two threads doing that at once would each create one.
-        service.__enter__()
-        logger.debug(
-            "new storage client for %s (connection string from env %s)",
-            service.primary_hostname,
-            trigger.connection_from_env,
-        )
-        return service
+        return self._open_service_client(service, trigger)
 
     def _remember_digest(self, env_name: str, digest: str) -> None:
         """Drop the clients of a connection string no env var holds any more (a rotated secret)."""
@@ -236,6 +324,96 @@ class AzureQueueSource:
         self._services.pop(old, None)
         for key in [key for key in self._queues if key[0] == old]:
             del self._queues[key]
+
+
+_process_credential: TokenCredential | None = None
+_process_credential_lock = threading.Lock()
+
+
+def process_credential() -> TokenCredential:
+    """The process's one DefaultAzureCredential, built on first use.
+
+    One object for every source and account: it caches its tokens (and a managed identity's
+    endpoint discovery), so more instances would only ask Azure AD more often.
+    """
+    global _process_credential
+    with _process_credential_lock:
+        if _process_credential is None:
+            _process_credential = DefaultAzureCredential()
+            logger.info(
+                "Azure AD credential: DefaultAzureCredential (workload identity, managed identity, "
+                "environment or Azure CLI, whichever is set up first)"
+            )
+        return _process_credential
+
+
+def default_account_url(trigger: AzureQueueTrigger) -> str:
+    """`https://{account}.queue.{suffix}`, the suffix of the trigger's cloud or its own."""
+    suffix = trigger.endpoint_suffix or CLOUD_SUFFIXES.get(trigger.cloud, "")
+    if not trigger.account_name or not suffix:
+        # The config loader requires both; reaching this is a bug, not a queue problem.
+        raise ValueError(
+            f"trigger {trigger.label!r} has no account name or endpoint suffix "
+            f"(cloud {trigger.cloud!r})"
+        )
+    return f"https://{trigger.account_name}.queue.{suffix}"
+
+
+class _NoToken(Exception):
+    """The credential gave no token. Raised from inside the SDK pipeline, chained to the cause.
+
+    Deliberately not an AzureError: the storage retry policy retries those, and a credential
+    chain already retries on its own (a managed identity endpoint, say); running it twice per
+    read would only double the wait for the same answer.
+    """
+
+    def __init__(self, credential_name: str) -> None:
+        super().__init__(f"{credential_name} gave no token")
+        self.credential_name = credential_name
+
+
+class _TokenCredentialAdapter:
+    """Wraps a TokenCredential: registers each token it hands out for log redaction, and turns
+    its failures into `_NoToken` so they are told apart from the storage service's answers.
+
+    The SDK prefers `get_token_info` (the newer protocol) and falls back to `get_token`.
+    """
+
+    def __init__(self, inner: TokenCredential, name: str | None = None) -> None:
+        self._inner = inner
+        self.name = name or type(inner).__name__
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        try:
+            token = self._inner.get_token(
+                *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
+            )
+        except AzureError as exc:
+            raise _NoToken(self.name) from exc
+        register_secret(token.token)
+        return token
+
+    def get_token_info(
+        self, *scopes: str, options: TokenRequestOptions | None = None
+    ) -> AccessTokenInfo:
+        try:
+            get_info = getattr(self._inner, "get_token_info", None)
+            if get_info is not None:
+                info: AccessTokenInfo = get_info(*scopes, options=options)
+            else:
+                token = self._inner.get_token(*scopes, **dict(options or {}))
+                info = AccessTokenInfo(token.token, token.expires_on)
+        except AzureError as exc:
+            raise _NoToken(self.name) from exc
+        register_secret(info.token)
+        return info
 
 
 def register_connection_secrets(connection_string: str) -> dict[str, str]:
@@ -261,11 +439,41 @@ def register_connection_secrets(connection_string: str) -> dict[str, str]:
 
 
 def _error(trigger: AzureQueueTrigger, kind: str, detail: str) -> QueueReadError:
-    message = (
-        f"azure queue {trigger.queue_name!r} (connection string from env "
-        f"{trigger.connection_from_env}): {kind}: {detail}"
-    )
+    message = f"azure queue {trigger.queue_name!r} ({trigger.credential_source}): {kind}: {detail}"
     return QueueReadError(trigger.queue_name, kind, message)
+
+
+def _credential_error(trigger: AzureQueueTrigger, exc: _NoToken, url: str) -> QueueReadError:
+    """One line: which credential found no token for which account, and each reason it gave."""
+    account_url = url.split("?", 1)[0].rsplit("/", 1)[0]  # the queue's URL, less the queue
+    cause = exc.__cause__
+    reason = _credential_reason(cause) if cause is not None else "no reason given"
+    return _error(
+        trigger,
+        CREDENTIAL_UNAVAILABLE,
+        f"{exc.credential_name} gave no Azure AD token for {account_url}: {reason}",
+    )
+
+
+def _credential_reason(exc: BaseException) -> str:
+    """A credential error on one line, redacted and truncated.
+
+    A chain's message (DefaultAzureCredential, ChainedTokenCredential) runs to a dozen lines:
+    a header, then one `\tName: reason` entry per credential tried, each reason possibly followed
+    by a troubleshooting link on lines of its own. Each entry's first line is kept.
+    """
+    text = str(getattr(exc, "message", None) or exc)
+    head, marker, rest = text.partition("Attempted credentials:")
+    if marker:
+        tried = [entry.strip().splitlines()[0] for entry in rest.split("\n\t") if entry.strip()]
+        reason = "tried " + "; ".join(tried)
+    else:
+        lines = [line.strip() for line in head.splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
+    reason = redact(reason)
+    if len(reason) > _MAX_CREDENTIAL_REASON_LENGTH:
+        reason = reason[: _MAX_CREDENTIAL_REASON_LENGTH - 3] + "..."
+    return reason
 
 
 def _translate_error(
@@ -274,14 +482,25 @@ def _translate_error(
     if isinstance(exc, ResourceNotFoundError):
         return _error(trigger, QUEUE_NOT_FOUND, "the queue does not exist")
     if isinstance(exc, ClientAuthenticationError) and exc.response is None:
+        if trigger.uses_identity:
+            # A token credential fails through _NoToken; this is one that broke some other way.
+            return _error(trigger, CREDENTIAL_UNAVAILABLE, _short_reason(exc))
         # Signing failed before any request was sent: the key is not valid base64.
         return _error(trigger, INVALID_CONNECTION_STRING, "the account key cannot sign requests")
     if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
         code = _error_code(exc)
+        refused = f"{host} refused the credentials (HTTP {exc.status_code} {code})"
+        if not trigger.uses_identity:
+            return _error(trigger, AUTHENTICATION_FAILED, f"{refused}: check the key or SAS")
+        # The service says why it refused a token ("Invalid token audience.", "...expired"...).
+        info = getattr(exc, "additional_info", None) or {}
+        detail = info.get("authenticationerrordetail") if isinstance(info, dict) else None
+        why = f": {_first_line(str(detail))}" if detail else ""
         return _error(
             trigger,
             AUTHENTICATION_FAILED,
-            f"{host} refused the credentials (HTTP {exc.status_code} {code}): check the key or SAS",
+            f"{refused}{why}; check that the identity has a data role on the account "
+            "(Storage Queue Data Reader)",
         )
     if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
         return _error(
@@ -307,8 +526,12 @@ def _error_code(exc: HttpResponseError) -> str:
 
 def _short_reason(exc: Exception) -> str:
     """First line of an SDK message (they run to pages of XML), redacted and truncated."""
-    lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
-    reason = redact(lines[0].strip()) if lines else type(exc).__name__
+    return _first_line(str(getattr(exc, "message", None) or exc)) or type(exc).__name__
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    reason = redact(lines[0].strip()) if lines else ""
     if len(reason) > _MAX_REASON_LENGTH:
         reason = reason[: _MAX_REASON_LENGTH - 3] + "..."
     return reason

@@ -1,0 +1,82 @@
+"""Kubernetes Events about what the autoscaler did, as the HPA writes them.
+
+- SuccessfulRescale (Normal) on every write: "New size: 20; reason: ..." like the HPA's.
+- FailedRescale (Warning) when a write fails.
+- FailedGetQueueLength (Warning) while a queue cannot be read, FallbackActive (Warning) while the
+  fallback runs: at most one per rule and reason every `repeat_after` seconds, so a rule failing
+  every tick does not flood the API server (the first one goes out at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from eventscaler.engine import FAILED_QUEUE_READ, FAILED_WRITE, Outcome
+from eventscaler.policy import STEP_FALLBACK
+
+logger = logging.getLogger(__name__)
+
+NORMAL, WARNING = "Normal", "Warning"
+DEFAULT_REPEAT_AFTER = 300.0
+
+
+class EventSink(Protocol):
+    def record(
+        self, namespace: str, name: str, uid: str, kind: str, reason: str, message: str
+    ) -> None: ...
+
+
+class EventReporter:
+    """An engine observer that turns outcomes into Events."""
+
+    def __init__(
+        self,
+        sink: EventSink,
+        repeat_after: float = DEFAULT_REPEAT_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sink = sink
+        self._repeat_after = repeat_after
+        self._clock = clock
+        self._last_sent: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, outcome: Outcome) -> None:
+        decision = outcome.decision
+        if outcome.wrote and decision is not None:
+            self._send(outcome, NORMAL, "SuccessfulRescale",
+                       f"New size: {decision.target}; reason: [{decision.step}] {decision.reason}",
+                       limited=False)  # fmt: skip
+        if outcome.error_kind == FAILED_WRITE and decision is not None:
+            self._send(outcome, WARNING, "FailedRescale",
+                       f"New size: {decision.target}; error: {outcome.error}")  # fmt: skip
+        if outcome.error_kind == FAILED_QUEUE_READ:
+            self._send(outcome, WARNING, "FailedGetQueueLength", outcome.error or "")
+        if decision is not None and decision.step == STEP_FALLBACK:
+            self._send(outcome, WARNING, "FallbackActive", decision.reason)
+
+    def _send(
+        self, outcome: Outcome, kind: str, reason: str, message: str, limited: bool = True
+    ) -> None:
+        rule = outcome.rule
+        if not outcome.uid or outcome.dry_run:
+            return  # no Deployment to attach it to, or told not to write
+        if limited and not self._due(rule.name, reason):
+            return
+        try:
+            self._sink.record(rule.namespace, rule.deployment, outcome.uid, kind, reason, message)
+        except Exception as exc:
+            logger.warning("%s: cannot record event %s: %s", rule.target, reason, exc)
+
+    def _due(self, rule: str, reason: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            last = self._last_sent.get((rule, reason))
+            if last is not None and now - last < self._repeat_after:
+                return False
+            self._last_sent[(rule, reason)] = now
+            return True
