@@ -30,17 +30,31 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+import requests
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity import (
+    ChainedTokenCredential,
+    CredentialUnavailableError,
+    DefaultAzureCredential,
+)
 from azure.storage.queue import QueueSasPermissions, QueueServiceClient, generate_queue_sas
 
 from eventscaler import redact as redact_module
-from eventscaler.config import AzureQueueTrigger
+from eventscaler.config import AzureQueueTrigger, parse_trigger
 from eventscaler.redact import RedactingFilter, redact, register_secret
 from eventscaler.sources import azure_queue
-from eventscaler.sources.azure_queue import AzureQueueSource, QueueReadError
-from tests.support.azurite import ACCOUNT_NAME, Azurite
+from eventscaler.sources.azure_queue import (
+    AccountUrl,
+    AzureQueueSource,
+    QueueReadError,
+    default_account_url,
+)
+from tests.support.azurite import ACCOUNT_NAME, Azurite, oauth_token
 
 ENV = "AZURE_STORAGE_CONNECTION_STRING"
 # Valid base64 of a 64-byte key, like a real one, but not the account's.
@@ -583,3 +597,451 @@ def test_connection_pool_matches_worker_count(
     source.close()
     assert results == [0] * 160
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+# --- Azure AD (accountName) against HTTPS Azurite with `--oauth basic` ---------------------
+#
+# Azurite checks a bearer token's shape (audience, issuer, lifetime), not its signature, so a
+# made-up JWT stands in for Azure AD's. The real DefaultAzureCredential runs only offline: every
+# test here gets an environment where its one credential (EnvironmentCredential) has nothing
+# configured and fails without a request; the authority host points at a closed loopback port.
+
+IDENTITY_ENV_VARS = (
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_ADDITIONALLY_ALLOWED_TENANTS",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+)
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+
+
+@pytest.fixture(autouse=True)
+def offline_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test of this module can reach Azure AD, IMDS or any Azure host through the credential."""
+    for name in IDENTITY_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential")
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://127.0.0.1:9")
+    # Each test starts without the process's credential, and leaves none behind.
+    monkeypatch.setattr(azure_queue, "_process_credential", None)
+
+
+@pytest.fixture(scope="module")
+def oauth_azurite() -> Iterator[Azurite]:
+    with Azurite(oauth=True) as server:
+        yield server
+
+
+@pytest.fixture
+def https_azurite(oauth_azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Azurite:
+    """The OAuth Azurite, its CA trusted by the SDK's HTTP client (requests) for this test only.
+
+    REQUESTS_CA_BUNDLE is what an operator would set for a private cloud with its own CA, so the
+    source needs no test-only TLS option.
+    """
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(oauth_azurite.ca_cert_path))
+    return oauth_azurite
+
+
+def azurite_url(azurite: Azurite, host: str = "127.0.0.1") -> AccountUrl:
+    """Azurite's path-style account URL, in place of `https://{account}.queue.core.windows.net`."""
+    return lambda trigger: f"https://{host}:{azurite.port}/{trigger.account_name}"
+
+
+def identity_trigger(queue: str, **fields: object) -> AzureQueueTrigger:
+    return AzureQueueTrigger(
+        queue_name=queue, connection_from_env="", account_name=ACCOUNT_NAME, **fields
+    )  # type: ignore[arg-type]
+
+
+class FakeCredential:
+    """A TokenCredential with `get_token` only (the older protocol, like many third-party ones).
+
+    Hands out tokens shaped by `oauth_token(**claims)`, or raises `errors` in turn once its
+    `good_tokens` are used up. `valid_for` (the expiry the SDK is told) under 5 minutes makes the
+    SDK ask again on every request.
+    """
+
+    def __init__(
+        self,
+        *errors: Exception,
+        good_tokens: int | None = None,
+        valid_for: timedelta = timedelta(hours=1),
+        **claims: object,
+    ) -> None:
+        self.errors = list(errors)
+        self.good_tokens = good_tokens if good_tokens is not None else (0 if errors else 10**9)
+        self.valid_for = valid_for
+        self.claims = claims
+        self.tokens: list[str] = []
+        self.scopes: list[tuple[str, ...]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        return len(self.scopes)
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: object,
+    ) -> AccessToken:
+        with self._lock:
+            self.scopes.append(scopes)
+            if len(self.tokens) >= self.good_tokens:
+                raise self.errors[min(len(self.scopes) - len(self.tokens), len(self.errors)) - 1]
+            token = oauth_token(**self.claims)  # type: ignore[arg-type]
+            self.tokens.append(token)
+        expires = datetime.now(UTC) + self.valid_for
+        return AccessToken(token, int(expires.timestamp()))
+
+
+def identity_source(azurite: Azurite, credential: object, **kwargs: object) -> AzureQueueSource:
+    return AzureQueueSource(
+        environ={},  # no connection string anywhere: the token is the only way in
+        credential=credential,  # type: ignore[arg-type]
+        account_url=azurite_url(azurite),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def assert_no_token(error: QueueReadError, credential: FakeCredential) -> None:
+    text = str(error)
+    assert "\n" not in text
+    assert error.queue_name in text
+    assert ACCOUNT_NAME in text
+    for token in credential.tokens:
+        for part in (token, token.rsplit(".", 1)[-1]):
+            assert part not in text
+            assert part not in repr(error)
+
+
+@pytest.mark.parametrize(("strategy", "expected"), [("all", 5), ("visibleOnly", 3)])
+def test_identity_reads_the_length_from_https_azurite(
+    https_azurite: Azurite, strategy: str, expected: int
+) -> None:
+    queue = new_queue(https_azurite, messages=5)
+    receive_without_delete(https_azurite, queue, 2)
+    credential = FakeCredential()
+    source = identity_source(https_azurite, credential)
+    trigger = identity_trigger(queue, queue_length_strategy=strategy)
+    assert source.read_length(trigger) == expected
+    source.close()
+    assert credential.scopes == [(STORAGE_SCOPE,)]
+
+
+def test_identity_without_a_token_is_refused_by_azurite(https_azurite: Azurite) -> None:
+    """The bearer token is what lets the reads in: Azurite refuses the same request without it."""
+    queue = new_queue(https_azurite, messages=1)
+    url = f"{https_azurite.queue_endpoint}/{queue}?comp=metadata"
+    headers = {"x-ms-version": "2025-11-05"}
+    anonymous = requests.get(url, headers=headers, verify=https_azurite.ca_cert_path, timeout=5)
+    assert anonymous.status_code in (401, 403, 404)
+    bearer = {**headers, "Authorization": f"Bearer {oauth_token()}"}
+    with_token = requests.get(url, headers=bearer, verify=https_azurite.ca_cert_path, timeout=5)
+    assert with_token.status_code == 200
+    assert with_token.headers["x-ms-approximate-messages-count"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("claims", "detail"),
+    [
+        ({"audience": "https://management.azure.com"}, "Invalid token audience."),
+        ({"issuer": "https://login.example.com/tenant/"}, "Invalid token issuer."),
+        ({"lifetime": -timedelta(minutes=5)}, "The token is expired."),
+    ],
+)
+def test_identity_token_refused_is_authentication_failed(
+    https_azurite: Azurite, claims: dict[str, object], detail: str
+) -> None:
+    queue = new_queue(https_azurite, messages=1)
+    credential = FakeCredential(**claims)
+    source = identity_source(https_azurite, credential)
+    for strategy in ("all", "visibleOnly"):
+        error = read_error(source, identity_trigger(queue, queue_length_strategy=strategy))
+        assert error.kind == "AuthenticationFailed"
+        assert "HTTP 403 AuthenticationFailed" in str(error)
+        assert detail in str(error)
+        assert "Storage Queue Data Reader" in str(error)
+        assert f"account {ACCOUNT_NAME} with Azure AD" in str(error)
+        assert_no_token(error, credential)
+    source.close()
+
+
+def test_credential_unavailable_names_the_account_and_never_a_token(
+    https_azurite: Azurite,
+) -> None:
+    queue = new_queue(https_azurite, messages=2)
+    unavailable = CredentialUnavailableError(
+        message="WorkloadIdentityCredential authentication unavailable. The token file "
+        "/var/run/secrets/azure/tokens/azure-identity-token is missing.\n"
+        "Visit https://aka.ms/azsdk/python/identity/workloadidentitycredential/troubleshoot"
+    )
+    # One good token that the SDK must renew before every request (it expires within 5 minutes),
+    # then the credential fails: the error comes after a token was handed out and used.
+    credential = FakeCredential(unavailable, good_tokens=1, valid_for=timedelta(minutes=2))
+    source = identity_source(https_azurite, credential)
+    trigger = identity_trigger(queue)
+    assert source.read_length(trigger) == 2
+
+    error = read_error(source, trigger)
+    source.close()
+    assert error.kind == "CredentialUnavailable"
+    assert str(error) == (
+        f"azure queue {queue!r} (account {ACCOUNT_NAME} with Azure AD (DefaultAzureCredential)): "
+        f"CredentialUnavailable: FakeCredential gave no Azure AD token for "
+        f"https://127.0.0.1:{https_azurite.port}/{ACCOUNT_NAME}: WorkloadIdentityCredential "
+        "authentication unavailable. The token file "
+        "/var/run/secrets/azure/tokens/azure-identity-token is missing."
+    )
+    assert_no_token(error, credential)
+    assert error.__cause__ is unavailable  # the full text stays in the traceback
+    # Asked once per read: the storage retry policy does not run the credential a second time.
+    assert credential.calls == 2
+
+
+class WorkloadIdentityStandIn(FakeCredential):
+    pass
+
+
+class ManagedIdentityStandIn(FakeCredential):
+    pass
+
+
+def test_credential_chain_failure_is_one_line_naming_each_credential(
+    https_azurite: Azurite,
+) -> None:
+    chain = ChainedTokenCredential(
+        WorkloadIdentityStandIn(
+            CredentialUnavailableError(message="no federated token file\nVisit https://aka.ms/x")
+        ),
+        ManagedIdentityStandIn(
+            ClientAuthenticationError(message="IMDS said no\n<html>a page of it</html>")
+        ),
+    )
+    source = identity_source(https_azurite, chain)
+    error = read_error(source, identity_trigger(new_queue(https_azurite)))
+    source.close()
+    assert error.kind == "CredentialUnavailable"
+    assert "\n" not in str(error)
+    assert str(error).endswith(
+        f"ChainedTokenCredential gave no Azure AD token for https://127.0.0.1:"
+        f"{https_azurite.port}/{ACCOUNT_NAME}: tried WorkloadIdentityStandIn: no federated token "
+        "file; ManagedIdentityStandIn: IMDS said no"
+    )
+
+
+def test_default_azure_credential_offline_is_credential_unavailable(
+    https_azurite: Azurite, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real DefaultAzureCredential, with nothing set up (and allowed only its offline part)."""
+    caplog.set_level(logging.DEBUG)
+    source = AzureQueueSource(environ={}, account_url=azurite_url(https_azurite))
+    error = read_error(source, identity_trigger(new_queue(https_azurite)))
+    source.close()
+    assert error.kind == "CredentialUnavailable"
+    text = str(error)
+    assert "\n" not in text
+    assert "DefaultAzureCredential gave no Azure AD token for https://127.0.0.1:" in text
+    assert "tried EnvironmentCredential: EnvironmentCredential authentication unavailable" in text
+    assert isinstance(azure_queue._process_credential, DefaultAzureCredential)
+    # The chain's own multi-line warning is silenced: the error above says it on one line.
+    assert "Attempted credentials" not in caplog.text
+
+
+def test_invalid_default_credential_settings_are_credential_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "NoSuchCredential")
+    source = AzureQueueSource(environ={}, account_url=lambda t: "https://127.0.0.1:9/x")
+    error = read_error(source, identity_trigger("orders"))
+    assert error.kind == "CredentialUnavailable"
+    assert "AZURE_TOKEN_CREDENTIALS" in str(error)
+    assert error.__cause__ is None
+
+
+def test_one_credential_per_process_built_lazily_and_once(
+    azurite: Azurite, https_azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[FakeCredential] = []
+
+    def default_azure_credential() -> FakeCredential:
+        time.sleep(0.05)  # widen the window in which racing threads could each build one
+        built.append(FakeCredential())
+        return built[-1]
+
+    monkeypatch.setattr(azure_queue, "DefaultAzureCredential", default_azure_credential)
+    queue = new_queue(https_azurite, messages=3)
+    sources = [
+        AzureQueueSource(
+            environ={ENV: azurite.connection_string}, account_url=azurite_url(https_azurite)
+        )
+        for _ in range(2)
+    ]
+    # Connection strings only: no credential is built.
+    plain = new_queue(azurite, messages=1)
+    assert sources[0].read_length(AzureQueueTrigger(queue_name=plain)) == 1
+    assert built == []
+
+    start = threading.Barrier(8)
+
+    def read(i: int) -> int:
+        start.wait()
+        return sources[i % 2].read_length(identity_trigger(queue))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(read, range(8))) == [3] * 8
+    for source in sources:
+        source.close()
+    assert len(built) == 1
+    assert azure_queue._process_credential is built[0]
+
+
+def test_identity_clients_are_reused_per_account_url(
+    https_azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[QueueServiceClient] = []
+
+    class SpyClient(QueueServiceClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(azure_queue, "QueueServiceClient", SpyClient)
+    first, second = new_queue(https_azurite, messages=1), new_queue(https_azurite, messages=2)
+    credential = FakeCredential()
+    source = identity_source(https_azurite, credential)
+    for _ in range(5):
+        assert source.read_length(identity_trigger(first)) == 1
+        assert (
+            source.read_length(identity_trigger(second, queue_length_strategy="visibleOnly")) == 2
+        )
+    assert len(built) == 1
+    assert built[0].url.startswith(f"https://127.0.0.1:{https_azurite.port}/{ACCOUNT_NAME}")
+    assert source._get_queue_client(identity_trigger(first)) is source._get_queue_client(
+        identity_trigger(first)
+    )
+    # One token for 10 reads of two queues: the client and its queue clients share its cache.
+    assert credential.calls == 1
+
+    # Another account URL (the same server by another loopback name) gets a client of its own.
+    other = AzureQueueSource(
+        environ={}, credential=credential, account_url=azurite_url(https_azurite, "localhost")
+    )
+    assert other.read_length(identity_trigger(first)) == 1
+    assert len(built) == 2
+    other.close()
+    source.close()
+
+
+def test_identity_reads_use_the_same_bounded_retries(https_azurite: Azurite) -> None:
+    queue = new_queue(https_azurite, messages=2)
+    for drop_first, accepted in ((1, 2), (100, 2)):
+        with DroppingProxy(https_azurite.port, drop_first=drop_first) as proxy:
+            source = AzureQueueSource(
+                environ={},
+                credential=FakeCredential(),  # type: ignore[arg-type]
+                account_url=lambda t: f"https://127.0.0.1:{proxy.port}/{t.account_name}",
+                timeout_seconds=1.0,
+            )
+            if drop_first == 1:
+                assert source.read_length(identity_trigger(queue)) == 2
+            else:
+                assert read_error(source, identity_trigger(queue)).kind == "ConnectionError"
+            source.close()
+        assert proxy.accepted == accepted  # the first try and one retry, no more
+
+
+def test_identity_silent_server_times_out_within_bound() -> None:
+    timeout = 0.5
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        source = AzureQueueSource(
+            environ={},
+            credential=FakeCredential(),  # type: ignore[arg-type]
+            account_url=lambda t: f"https://127.0.0.1:{port}/{t.account_name}",
+            timeout_seconds=timeout,
+        )
+        started = time.monotonic()
+        error = read_error(source, identity_trigger("orders"))
+        elapsed = time.monotonic() - started
+        source.close()
+    assert error.kind in ("Timeout", "ConnectionError")
+    assert elapsed < 3 * timeout
+
+
+@pytest.mark.parametrize(
+    ("cloud", "suffix", "url"),
+    [
+        ("AzurePublicCloud", "", "https://myaccount.queue.core.windows.net"),
+        ("AzureUSGovernmentCloud", "", "https://myaccount.queue.core.usgovcloudapi.net"),
+        ("AzureChinaCloud", "", "https://myaccount.queue.core.chinacloudapi.cn"),
+        ("Private", "core.azurestack.example", "https://myaccount.queue.core.azurestack.example"),
+    ],
+)
+def test_default_account_url_per_cloud(cloud: str, suffix: str, url: str) -> None:
+    metadata: dict[str, object] = {
+        "type": "azure-queue",
+        "queueName": "orders",
+        "accountName": "myaccount",
+        "cloud": cloud,
+    }
+    if suffix:
+        metadata["endpointSuffix"] = suffix
+    # As the rule file gives it (suffix resolved by the loader) and as built by hand (not resolved).
+    loaded = parse_trigger(metadata, "triggers[0]")
+    by_hand = AzureQueueTrigger(
+        queue_name="orders", account_name="myaccount", cloud=cloud, endpoint_suffix=suffix
+    )
+    assert default_account_url(loaded) == url
+    assert default_account_url(by_hand) == url
+
+
+def test_default_account_url_needs_a_suffix_for_private_clouds() -> None:
+    trigger = AzureQueueTrigger(queue_name="orders", account_name="myaccount", cloud="Private")
+    with pytest.raises(ValueError, match="endpoint suffix"):
+        default_account_url(trigger)
+
+
+def test_no_token_is_logged_at_debug(
+    https_azurite: Azurite, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Even with the SDK's HTTP logging switched back on, headers included.
+    caplog.set_level(logging.DEBUG, logger="azure.core.pipeline.policies.http_logging_policy")
+    queue = new_queue(https_azurite, messages=2)
+    good = FakeCredential(valid_for=timedelta(minutes=1))  # a new token for every request
+    refused = FakeCredential(audience="https://management.azure.com")
+    failing = FakeCredential(ClientAuthenticationError(message="the identity endpoint said no"))
+    for credential in (good, refused, failing):
+        source = identity_source(https_azurite, credential)
+        for strategy in ("all", "visibleOnly"):
+            trigger = identity_trigger(queue, queue_length_strategy=strategy)
+            try:
+                source.read_length(trigger)
+            except QueueReadError as exc:
+                logging.getLogger("eventscaler.test").exception("read failed: %s", exc)
+        source.close()
+    tokens = good.tokens + refused.tokens
+    assert len(good.tokens) == 2  # one request per strategy here, each with a new token
+    assert "Authorization" in caplog.text  # the request headers were logged, token redacted
+    for token in tokens:
+        assert token not in caplog.text
+        assert token.rsplit(".", 1)[-1] not in caplog.text  # not even its signature
+        assert redact(f"Bearer {token}") == "Bearer ***"  # registered for the daemon's handlers

@@ -9,22 +9,37 @@ Only the queue service runs, on loopback, in memory, on a port the OS picks:
 
 The binary is started directly (never through `npx`, whose pid is npm's: killing it would leave
 the server running) and stopped by its pid.
+
+`Azurite(oauth=True)` serves HTTPS with a throwaway CA (`.ca_cert_path`) and `--oauth basic`, so
+it also accepts Azure AD bearer tokens. Azurite checks only a token's shape, never its signature
+(node_modules/azurite/dist/src/queue/authentication/QueueTokenAuthenticator.js): a JWT with
+`iat`, `nbf` <= now < `exp`, an issuer starting with `https://sts.windows.net/` (or another
+sovereign-cloud STS) and the storage audience `https://storage.azure.com` (or
+`https://{account}.queue.core.windows.net`). `oauth_token()` makes one, with a made-up signature.
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
+import json
+import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
+
+from tests.support.kubeapi_tls import generate_tls_material
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AZURITE_QUEUE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-queue"
@@ -40,8 +55,47 @@ HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 5.0
 SEND_THREADS = 8  # stays under the SDK's HTTP pool size (10) per client
-_LISTEN_LINE = re.compile(r"successfully listens on http://127\.0\.0\.1:(\d+)")
+_LISTEN_LINE = re.compile(r"successfully listens on https?://127\.0\.0\.1:(\d+)")
 _OUTPUT_LINES_KEPT = 200
+
+# What Azurite's `--oauth basic` accepts as a token's audience and issuer (see the module doc).
+STORAGE_AUDIENCE = "https://storage.azure.com"
+TEST_TENANT_ID = "00000000-0000-4000-8000-00000000a2e1"
+STS_ISSUER = f"https://sts.windows.net/{TEST_TENANT_ID}/"
+
+
+def oauth_token(
+    audience: str = STORAGE_AUDIENCE,
+    issuer: str = STS_ISSUER,
+    lifetime: timedelta = timedelta(hours=1),
+) -> str:
+    """A JWT shaped like an Azure AD access token for Storage, with a random (invalid) signature.
+
+    Each call returns a different token. A negative `lifetime` gives an expired one.
+    """
+    now = int(time.time())
+    header = {"alg": "RS256", "typ": "JWT", "kid": "azurite-test"}
+    claims = {
+        "aud": audience,
+        "iss": issuer,
+        "iat": now - 60,
+        "nbf": now - 60,
+        "exp": now + int(lifetime.total_seconds()),
+        "tid": TEST_TENANT_ID,
+        "oid": str(uuid.uuid4()),
+        "sub": "eventscaler-tests",
+        "ver": "1.0",
+    }
+    signature = os.urandom(256)  # the size of an RS256 signature; Azurite never checks it
+    return ".".join(_base64url(part) for part in (_json(header), _json(claims), signature))
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class AzuriteError(RuntimeError):
@@ -49,10 +103,33 @@ class AzuriteError(RuntimeError):
 
 
 class Azurite:
-    """One Azurite queue service process. `start()` returns self; also a context manager."""
+    """One Azurite queue service process. `start()` returns self; also a context manager.
 
-    def __init__(self, port: int = 0) -> None:
+    With `oauth=True` it serves HTTPS (certificate for 127.0.0.1 from a throwaway CA at
+    `.ca_cert_path`) and accepts bearer tokens as well as shared keys and SAS. The CA and the
+    certificate outlive restarts, so clients that trust the CA keep working.
+    """
+
+    def __init__(self, port: int = 0, oauth: bool = False) -> None:
         self._requested_port = port
+        self._oauth = oauth
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._tls_args: list[str] = []
+        if oauth:
+            # Removed when this object is collected or the interpreter exits.
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="azurite-tls-")
+            directory = Path(self._tls_dir.name)
+            tls = generate_tls_material(directory, HOST)
+            self._ca_cert_path = directory / "ca.crt"
+            self._ca_cert_path.write_bytes(tls.ca_pem)
+            self._tls_args = [
+                "--cert",
+                str(tls.cert_path),
+                "--key",
+                str(tls.key_path),
+                "--oauth",
+                "basic",
+            ]
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._output: collections.deque[str] = collections.deque(maxlen=_OUTPUT_LINES_KEPT)
@@ -84,6 +161,7 @@ class Azurite:
                 "--silent",
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
+                *self._tls_args,
             ],
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
@@ -195,19 +273,38 @@ class Azurite:
         return ACCOUNT_KEY
 
     @property
+    def oauth(self) -> bool:
+        return self._oauth
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._oauth else "http"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        """The PEM CA certificate that signed the server's certificate (oauth=True only)."""
+        if not self._oauth:
+            raise AzuriteError("plain HTTP Azurite has no CA certificate: use Azurite(oauth=True)")
+        return self._ca_cert_path
+
+    @property
     def queue_endpoint(self) -> str:
-        return f"http://{HOST}:{self.port}/{ACCOUNT_NAME}"
+        return f"{self.scheme}://{HOST}:{self.port}/{ACCOUNT_NAME}"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
-            f"QueueEndpoint={self.queue_endpoint};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT_NAME};"
+            f"AccountKey={ACCOUNT_KEY};QueueEndpoint={self.queue_endpoint};"
         )
 
     # --- queue helpers ---------------------------------------------------------------------
 
     def queue_client(self, name: str) -> QueueClient:
+        if self._oauth:
+            return QueueClient.from_connection_string(
+                self.connection_string, name, connection_verify=str(self.ca_cert_path)
+            )
         return QueueClient.from_connection_string(self.connection_string, name)
 
     def create_queue(self, name: str) -> None:

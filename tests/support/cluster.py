@@ -76,6 +76,22 @@ class Cluster:
             _content_type="application/merge-patch+json",
         )
 
+    def annotate(self, name: str, key: str, value: str | None) -> None:
+        """Set (or with None remove) an annotation on a Deployment, as `kubectl annotate` does."""
+        self.apps.patch_namespaced_deployment(
+            name,
+            self.namespace,
+            {"metadata": {"annotations": {key: value}}},
+            _content_type="application/merge-patch+json",
+        )
+
+    def events(self, name: str) -> list[Any]:
+        """The core/v1 Events about Deployment `name`, in the order the API lists them."""
+        listed = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return [e for e in listed.items if e.involved_object.name == name]
+
     def close(self) -> None:
         self._api.close()
 
