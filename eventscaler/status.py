@@ -59,7 +59,8 @@ def outcome_row(outcome: Outcome) -> dict[str, Any]:
     return {
         "rule": rule.name,
         "target": rule.target,
-        "current": outcome.current,
+        # After a successful write the Deployment has the new count.
+        "current": decision.target if outcome.wrote and decision else outcome.current,
         "desired": decision.target if decision else None,
         "queues": {r.trigger: r.length for r in outcome.readings},
         "active": decision.active if decision else None,
