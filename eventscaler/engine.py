@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from eventscaler import retry
 from eventscaler.config import AzureQueueTrigger, Rule
 from eventscaler.policy import (
     Decision,
@@ -42,6 +43,9 @@ class Scaler(Protocol):
 
     def set_replicas(self, namespace: str, name: str, replicas: int) -> None: ...
 
+
+# The share of its polling interval one tick may spend, retries included.
+TICK_BUDGET_SHARE = 0.8
 
 # Outcome.error_kind values.
 FAILED_DEPLOYMENT_READ = "deployment-read"
@@ -110,7 +114,9 @@ class Engine:
     def evaluate(self, rule: Rule) -> Outcome:
         started = time.perf_counter()
         try:
-            outcome = self._evaluate(rule)
+            # Retries inside the tick stop in time for the next one.
+            with retry.budget(rule.polling_interval * TICK_BUDGET_SHARE):
+                outcome = self._evaluate(rule)
         except Exception as exc:  # a bug must not kill the scheduler thread or other rules
             logger.exception("%s: rule %s: unexpected error", rule.target, rule.name)
             outcome = Outcome(rule, error=f"unexpected error: {type(exc).__name__}",
@@ -132,7 +138,10 @@ class Engine:
                     del self._memory[name]
                     self._failing_ticks.pop(name, None)
 
-    def _evaluate(self, rule: Rule) -> Outcome:
+    def _evaluate(
+        self, rule: Rule, readings: tuple[Reading, ...] | None = None, conflicted: bool = False
+    ) -> Outcome:
+        """One tick; `readings` are given when a write conflicted and the tick is decided again."""
         log = _RuleLog(rule, self._dry_run)
         try:
             deployment = self._scaler.read(rule.namespace, rule.deployment)
@@ -142,7 +151,10 @@ class Engine:
         current = deployment.replicas
         pause = pause_from_annotations(deployment.annotations)
         # A paused rule reads no queue: "leave it alone" includes not billing queue calls.
-        readings = () if pause else tuple(self._read(trigger) for trigger in rule.triggers)
+        if pause:
+            readings = ()
+        elif readings is None:
+            readings = tuple(self._read(trigger) for trigger in rule.triggers)
         now = self._clock()
         memory = self._remember(rule, now)
         decision = decide(rule, readings, current, memory.state, now, pause)
@@ -166,6 +178,11 @@ class Engine:
                 try:
                     self._scaler.set_replicas(rule.namespace, rule.deployment, decision.target)
                 except Exception as exc:
+                    if getattr(exc, "status", None) == 409 and not conflicted:
+                        # Someone else changed the Deployment between our read and write:
+                        # read it again and decide again on the same readings, once.
+                        log.conflict(exc)
+                        return self._evaluate(rule, readings or None, conflicted=True)
                     error = f"cannot scale {current} -> {decision.target}: {exc}"
                     return self._fail(outcome, log, error, FAILED_WRITE)
                 memory.state = decision.state.record_scale(now, current, decision.target)
@@ -268,6 +285,15 @@ class _RuleLog:
             decision.step,
             decision.reason,
             extra=self._with(decision),
+        )
+
+    def conflict(self, error: Exception) -> None:
+        logger.warning(
+            "%s: rule %s: write conflicted (%s): reading the Deployment again",
+            self._rule.target,
+            self._rule.name,
+            error,
+            extra=self._extra,
         )
 
     def failure(self, error: str, failing_ticks: int) -> None:

@@ -18,6 +18,9 @@ from typing import Any
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.util.retry import Retry
+
+from eventscaler import retry
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +77,9 @@ def build_api_client(access: ClusterAccess, pool_size: int = 16) -> client.ApiCl
         raise KubeError("ConfigError", f"cannot load {access.describe()}: {exc}") from None
     # Rules are evaluated from a thread pool: one pooled connection per worker avoids reconnects.
     configuration.connection_pool_maxsize = max(pool_size, 4)
-    # One quick retry covers a pooled connection the server closed while idle; no more, so a
-    # tick stays bounded.
-    configuration.retries = 1
+    # Retries are ours (eventscaler.retry: bounded by the tick, Retry-After honoured within it);
+    # urllib3's own would sleep a whole Retry-After and retry a PATCH blindly.
+    configuration.retries = Retry(total=0, redirect=0, respect_retry_after_header=False)
     return client.ApiClient(configuration)
 
 
@@ -157,7 +160,7 @@ class DeploymentScaler:
     @staticmethod
     def _call(verb: str, namespace: str, name: str, call: Any) -> Any:
         try:
-            return call()
+            return retry.call(call, transient_failure)
         except ApiException as exc:
             raise _api_error(verb, namespace, name, exc) from None
         except urllib3.exceptions.HTTPError as exc:
@@ -217,6 +220,27 @@ class EventRecorder:
             raise _api_error("create event for", namespace, name, exc) from None
         except urllib3.exceptions.HTTPError as exc:
             raise KubeError("Unreachable", f"cannot create event: {type(exc).__name__}") from None
+
+
+RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
+
+
+def transient_failure(exc: Exception) -> retry.Transient | None:
+    """Connection errors, timeouts, 5xx and 429 (with its Retry-After) are worth another try."""
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return retry.Transient()
+    if isinstance(exc, ApiException) and exc.status in RETRYABLE_STATUSES:
+        return retry.Transient(_retry_after(exc))
+    return None
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from the API server; use our own backoff
 
 
 def _api_error(verb: str, namespace: str, name: str, exc: ApiException) -> KubeError:
