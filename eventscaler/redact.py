@@ -21,15 +21,29 @@ _lock = threading.Lock()
 _secrets: tuple[str, ...] = ()
 
 
-def register_secret(value: str) -> None:
-    """Remember `value` so `redact` hides it from now on; values under 8 characters are ignored."""
-    global _secrets
+# Short-lived secrets (access tokens, refreshed about hourly) are kept only while recent: keeping
+# every token ever seen would grow the list, and the cost of each redaction, for the daemon's life.
+MAX_EPHEMERAL_SECRETS = 16
+_lasting: tuple[str, ...] = ()
+_ephemeral: tuple[str, ...] = ()
+
+
+def register_secret(value: str, ephemeral: bool = False) -> None:
+    """Remember `value` so `redact` hides it from now on; values under 8 characters are ignored.
+
+    `ephemeral` secrets (tokens) are forgotten once MAX_EPHEMERAL_SECRETS newer ones came.
+    """
+    global _secrets, _lasting, _ephemeral
     if not value or len(value) < MIN_SECRET_LENGTH:
         return
     with _lock:
         if value in _secrets:
             return
-        _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
+        if ephemeral:
+            _ephemeral = (*_ephemeral, value)[-MAX_EPHEMERAL_SECRETS:]
+        else:
+            _lasting = (*_lasting, value)
+        _secrets = tuple(sorted({*_lasting, *_ephemeral}, key=len, reverse=True))
 
 
 def redact(text: str) -> str:

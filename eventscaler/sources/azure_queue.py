@@ -397,7 +397,7 @@ class _TokenCredentialAdapter:
             )
         except AzureError as exc:
             raise _NoToken(self.name) from exc
-        register_secret(token.token)
+        register_secret(token.token, ephemeral=True)
         return token
 
     def get_token_info(
@@ -412,7 +412,7 @@ class _TokenCredentialAdapter:
                 info = AccessTokenInfo(token.token, token.expires_on)
         except AzureError as exc:
             raise _NoToken(self.name) from exc
-        register_secret(info.token)
+        register_secret(info.token, ephemeral=True)
         return info
 
 
@@ -495,12 +495,11 @@ def _translate_error(
         # The service says why it refused a token ("Invalid token audience.", "...expired"...).
         info = getattr(exc, "additional_info", None) or {}
         detail = info.get("authenticationerrordetail") if isinstance(info, dict) else None
-        why = f": {_first_line(str(detail))}" if detail else ""
+        why = f" ({_first_line(str(detail))})" if detail else ""
         return _error(
             trigger,
             AUTHENTICATION_FAILED,
-            f"{refused}{why}; check that the identity has a data role on the account "
-            "(Storage Queue Data Reader)",
+            f"{refused}{why}: check the identity's role on the account (Storage Queue Data Reader)",
         )
     if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
         return _error(
