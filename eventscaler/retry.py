@@ -67,6 +67,7 @@ def call(
     started = time.monotonic()
     budget_left = remaining()
     for attempt in range(1, backoff.attempts + 1):
+        attempt_started = time.monotonic()
         try:
             return operation()
         except Exception as exc:
@@ -74,7 +75,9 @@ def call(
             if transient is None or attempt == backoff.attempts:
                 raise
             wait = _wait(attempt, backoff, transient, rng)
-            if time.monotonic() - started + wait >= budget_left:
+            # Another try costs the wait and, likely, as long as this one took (a timeout).
+            cost = wait + (time.monotonic() - attempt_started)
+            if time.monotonic() - started + cost >= budget_left:
                 raise  # no time left in this tick: the next tick is the retry
             sleep(wait)
     raise AssertionError("unreachable")  # the loop returns or raises

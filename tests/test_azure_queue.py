@@ -60,6 +60,7 @@ from azure.identity import (
 from azure.storage.queue import QueueSasPermissions, QueueServiceClient, generate_queue_sas
 
 from eventscaler import redact as redact_module
+from eventscaler import retry
 from eventscaler.config import AzureQueueTrigger, parse_trigger
 from eventscaler.redact import RedactingFilter, redact, register_secret
 from eventscaler.sources import azure_queue
@@ -310,11 +311,12 @@ def test_silent_server_times_out_within_bound(azurite: Azurite) -> None:
         value = azurite.connection_string.replace(f":{azurite.port}/", f":{port}/")
         source = AzureQueueSource(environ={ENV: value}, timeout_seconds=timeout)
         started = time.monotonic()
-        error = read_error(source, AzureQueueTrigger(queue_name="orders"))
+        with retry.budget(2.5 * timeout):  # the tick's budget: one retry fits, a third does not
+            error = read_error(source, AzureQueueTrigger(queue_name="orders"))
         elapsed = time.monotonic() - started
         source.close()
     assert error.kind == "Timeout"
-    assert elapsed < 3 * timeout
+    assert elapsed < 2.5 * timeout + 0.3
     assert_clean_message(error, azurite.account_key)
 
 
@@ -328,14 +330,16 @@ def test_one_dropped_connection_is_retried(azurite: Azurite) -> None:
     assert proxy.accepted == 2
 
 
-def test_retries_are_few(azurite: Azurite) -> None:
-    with DroppingProxy(azurite.port, drop_first=100) as proxy:
-        value = azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/")
-        source = AzureQueueSource(environ={ENV: value}, timeout_seconds=1.0)
-        error = read_error(source, AzureQueueTrigger(queue_name="orders"))
-        source.close()
-    assert error.kind == "ConnectionError"
-    assert proxy.accepted == 2  # the first try and one retry
+def test_retries_are_bounded_in_count_and_by_the_tick(azurite: Azurite) -> None:
+    for tick_budget, tries in ((10.0, retry.Backoff().attempts), (0.0, 1)):
+        with DroppingProxy(azurite.port, drop_first=100) as proxy:
+            value = azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/")
+            source = AzureQueueSource(environ={ENV: value}, timeout_seconds=1.0)
+            with retry.budget(tick_budget):
+                error = read_error(source, AzureQueueTrigger(queue_name="orders"))
+            source.close()
+        assert error.kind == "ConnectionError"
+        assert proxy.accepted == tries
 
 
 # --- client reuse and concurrency ----------------------------------------------------------
@@ -969,7 +973,7 @@ def test_identity_clients_are_reused_per_account_url(
 
 def test_identity_reads_use_the_same_bounded_retries(https_azurite: Azurite) -> None:
     queue = new_queue(https_azurite, messages=2)
-    for drop_first, accepted in ((1, 2), (100, 2)):
+    for drop_first, accepted in ((1, 2), (100, retry.Backoff().attempts)):
         with DroppingProxy(https_azurite.port, drop_first=drop_first) as proxy:
             source = AzureQueueSource(
                 environ={},
@@ -982,7 +986,7 @@ def test_identity_reads_use_the_same_bounded_retries(https_azurite: Azurite) -> 
             else:
                 assert read_error(source, identity_trigger(queue)).kind == "ConnectionError"
             source.close()
-        assert proxy.accepted == accepted  # the first try and one retry, no more
+        assert proxy.accepted == accepted  # the same bounded retries as connection strings
 
 
 def test_identity_silent_server_times_out_within_bound() -> None:
@@ -998,11 +1002,12 @@ def test_identity_silent_server_times_out_within_bound() -> None:
             timeout_seconds=timeout,
         )
         started = time.monotonic()
-        error = read_error(source, identity_trigger("orders"))
+        with retry.budget(2.5 * timeout):
+            error = read_error(source, identity_trigger("orders"))
         elapsed = time.monotonic() - started
         source.close()
     assert error.kind == "Timeout"  # the TLS handshake never completes
-    assert elapsed < 3 * timeout
+    assert elapsed < 2.5 * timeout + 0.3
 
 
 @pytest.mark.parametrize(
@@ -1078,3 +1083,35 @@ def test_ephemeral_secrets_are_bounded_but_lasting_ones_kept() -> None:
     assert redact(f"{lasting} {tokens[-1]}") == "*** ***"
     assert tokens[0] not in redact_module._secrets  # forgotten: 5 newer than the limit came
     assert lasting in redact_module._secrets
+
+
+class _FakeResponse:
+    """Just enough of an azure-core HTTP response for HttpResponseError."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status_code = status
+        self.headers = headers
+        self.reason = "Too Many Requests" if status == 429 else "Error"
+        self.request = None
+
+    def text(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [
+        (429, {"Retry-After": "3"}, retry.Transient(3.0)),
+        (503, {}, retry.Transient(None)),
+        (500, {"Retry-After": "soon"}, retry.Transient(None)),
+        (404, {}, None),
+        (403, {}, None),
+    ],
+)
+def test_which_service_errors_are_retried(
+    status: int, headers: dict[str, str], expected: retry.Transient | None
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    error = HttpResponseError(response=_FakeResponse(status, headers))  # type: ignore[arg-type]
+    assert azure_queue.transient_failure(error) == expected

@@ -50,6 +50,7 @@ from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from eventscaler import retry
 from eventscaler.config import CLOUD_SUFFIXES, AzureQueueTrigger
 from eventscaler.redact import redact, register_secret
 
@@ -68,11 +69,10 @@ STRATEGY_VISIBLE_ONLY = "visibleonly"  # compared lower-cased: KEDA writes `visi
 DEFAULT_POOL_SIZE = 16  # HTTP connections kept per storage account
 PEEK_LIMIT = 32  # the most messages the service returns from one peek
 
-# One quick retry covers the usual transient failure of a poller (a pooled keep-alive connection
-# closed by the server); the next tick is the real retry. The SDK default (ExponentialRetry, 3
-# retries from 15 s on) can hold one read for about a minute.
-RETRY_TOTAL = 1
-RETRY_BACKOFF_SECONDS = 0.2
+# Retries are ours (eventscaler.retry): backoff with jitter, 429/503 Retry-After honoured, and all
+# of it bounded by the tick. The SDK's own policy is off: its default (ExponentialRetry, 3 retries
+# from 15 s on) can hold one read for about a minute, and it ignores the tick.
+RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
 
 # QueueReadError.kind values.
 QUEUE_NOT_FOUND = "QueueNotFound"
@@ -104,11 +104,12 @@ class QueueReadError(Exception):
         self.kind = kind
 
 
-class _ShortLinearRetry(LinearRetry):
-    """LinearRetry with a sub-second pause (its own `backoff` is typed as whole seconds)."""
+class _NoRetry(LinearRetry):
+    """The SDK's retry policy, never retrying. (retry_total=0 does not do it: the storage policy
+    reads a count of 0 as "no limit".)"""
 
-    def get_backoff_time(self, settings: dict[str, Any]) -> float:
-        return RETRY_BACKOFF_SECONDS
+    def increment(self, settings: dict[str, Any], **kwargs: Any) -> bool:
+        return False
 
 
 class _PooledTransport(RequestsTransport):
@@ -177,12 +178,16 @@ class AzureQueueSource:
             # The config loader rejects this; reaching it is a bug, not a queue problem.
             raise ValueError(f"unknown queueLengthStrategy {trigger.queue_length_strategy!r}")
         queue = self._get_queue_client(trigger)
-        try:
+
+        def count_messages() -> int | None:
             if strategy == STRATEGY_VISIBLE_ONLY:
                 peeked = queue.peek_messages(max_messages=PEEK_LIMIT)
                 if len(peeked) < PEEK_LIMIT:
                     return len(peeked)
-            count = queue.get_queue_properties().approximate_message_count
+            return queue.get_queue_properties().approximate_message_count
+
+        try:
+            count = retry.call(count_messages, transient_failure)
         except _NoToken as exc:
             raise _credential_error(trigger, exc, queue.url) from exc.__cause__
         except AzureError as exc:
@@ -282,7 +287,7 @@ class AzureQueueSource:
                 connection_timeout=self._timeout_seconds,
                 read_timeout=self._timeout_seconds,
             ),
-            "retry_policy": _ShortLinearRetry(retry_total=RETRY_TOTAL, random_jitter_range=0),
+            "retry_policy": _NoRetry(),
         }
 
     def _open_service_client(
@@ -438,6 +443,20 @@ def register_connection_secrets(connection_string: str) -> dict[str, str]:
     return parts
 
 
+def transient_failure(exc: Exception) -> retry.Transient | None:
+    """Connection errors, timeouts, 5xx and 429 (with its Retry-After) are worth another try."""
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return retry.Transient()
+    if isinstance(exc, HttpResponseError) and exc.status_code in RETRYABLE_STATUSES:
+        headers = exc.response.headers if exc.response is not None else {}
+        value = headers.get("Retry-After")
+        try:
+            return retry.Transient(float(value) if value is not None else None)
+        except ValueError:
+            return retry.Transient()
+    return None
+
+
 def _error(trigger: AzureQueueTrigger, kind: str, detail: str) -> QueueReadError:
     message = f"azure queue {trigger.queue_name!r} ({trigger.credential_source}): {kind}: {detail}"
     return QueueReadError(trigger.queue_name, kind, message)
@@ -505,7 +524,7 @@ def _translate_error(
         return _error(
             trigger,
             TIMEOUT,
-            f"no answer from {host} ({RETRY_TOTAL + 1} tries, {timeout:g} s timeout each)",
+            f"no answer from {host} (timeout {timeout:g} s per try)",
         )
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return _error(trigger, CONNECTION_ERROR, f"cannot reach {host}: {_short_reason(exc)}")
