@@ -3,6 +3,8 @@
 
     python autoscaler.py run --config rules.yaml [--kubeconfig FILE] [--once] [--dry-run]
     python autoscaler.py validate rules.yaml
+    python autoscaler.py simulate --config rules.yaml --scenario flood [--compare] [--plot OUT.png]
+    python autoscaler.py convert scaledobjects.yaml > rules.yaml
 
 `python autoscaler.py --help` lists every flag and the environment variable it defaults from.
 """
@@ -45,6 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return validate(args.file, args.namespaces or None)
     if args.command == "status":
         return status(args)
+    if args.command == "simulate":
+        from eventscaler.simulate import run_simulate_command
+
+        return run_simulate_command(args)
+    if args.command == "convert":
+        from eventscaler.convert import run_convert_command
+
+        return run_convert_command(args.file)
     return run(args)
 
 
@@ -159,7 +169,7 @@ class Parts:
             workers=args.workers,
             reload_interval=args.reload_interval,
             is_leader=self.elector.is_leader if self.elector else lambda: True,
-            listener=self.metrics,
+            listeners=[self.metrics, self.board, events],
         )
 
     def health_server(self, args: argparse.Namespace) -> HealthServer:

@@ -10,12 +10,11 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor as FuturesPool
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -88,14 +87,18 @@ class Health:
         return now - self.last_heartbeat <= self.stale_after
 
 
-class ReloadListener(Protocol):
-    """Told about the rules in force (metrics): after each load, and each reload check."""
+class ReloadListener:
+    """Told about the rules in force after each load, and about leadership at each reload check.
+    Subclasses override what they need (metrics, status, events)."""
 
-    def rules_changed(self, names: set[str], gone: set[tuple[str, str, str]]) -> None: ...
+    def rules_changed(self, names: set[str], gone: set[tuple[str, str, str]]) -> None:
+        """`names`: the rules in force; `gone`: (name, namespace, deployment) no longer scaled."""
 
-    def reload_failed(self) -> None: ...
+    def reload_failed(self) -> None:
+        """A load found problems (the last good rules stay)."""
 
-    def leadership(self, is_leader: bool) -> None: ...
+    def leadership(self, is_leader: bool) -> None:
+        """Whether this replica may scale, checked every reload interval."""
 
 
 class Daemon:
@@ -109,14 +112,14 @@ class Daemon:
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
         is_leader: Callable[[], bool] = lambda: True,
         stale_after: float | None = None,
-        listener: ReloadListener | None = None,
+        listeners: Sequence[ReloadListener] = (),
     ) -> None:
         self.engine = engine
         self.watcher = watcher
         self.reload_interval = reload_interval
         self.rules: dict[str, Rule] = {}
         self._is_leader = is_leader
-        self._listener = listener
+        self._listeners = list(listeners)
         self._workers = workers
         if stale_after is None:
             stale_after = max(MIN_STALE_AFTER, 3 * reload_interval)
@@ -133,8 +136,8 @@ class Daemon:
     def reload(self) -> bool:
         """Apply the rule file if it changed; returns whether a new file was seen."""
         self._beat()
-        if self._listener is not None:
-            self._listener.leadership(self._is_leader())
+        for listener in self._listeners:
+            listener.leadership(self._is_leader())
         result = self.watcher.poll()
         if result is None:
             return False
@@ -174,15 +177,15 @@ class Daemon:
         self.health.rules_loaded = bool(current) or not result.problems
         self.health.last_load_error = str(result.problems[0]) if result.problems else None
         self.engine.forget_rules_except(current.values())
-        if self._listener is not None:
+        gone = {
+            (r.name, r.namespace, r.deployment)
+            for name, r in previous.items()
+            if name not in current or current[name].target != r.target
+        }
+        for listener in self._listeners:
             if result.problems:
-                self._listener.reload_failed()
-            gone = {
-                (r.name, r.namespace, r.deployment)
-                for name, r in previous.items()
-                if name not in current or current[name].target != r.target
-            }
-            self._listener.rules_changed(set(current), gone)
+                listener.reload_failed()
+            listener.rules_changed(set(current), gone)
         self._sync_jobs(previous, current)
 
     # -- running ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Protocol
 from eventscaler import retry
 from eventscaler.config import AzureQueueTrigger, Rule
 from eventscaler.policy import (
+    STEP_PAUSED,
     Decision,
     Reading,
     RuleState,
@@ -233,6 +234,8 @@ def _cooldown_left(rule: Rule, decision: Decision, now: float) -> float | None:
     """Seconds until the step to zero, while an idle rule above zero counts down."""
     if rule.min_replicas > 0 or decision.active or decision.target == 0:
         return None
+    if decision.step == STEP_PAUSED:
+        return None  # a paused rule does not count down to anything
     return max(0.0, rule.cooldown_period - (now - decision.state.last_active))
 
 

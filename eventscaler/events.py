@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from eventscaler.daemon import ReloadListener
 from eventscaler.engine import FAILED_QUEUE_READ, FAILED_WRITE, Outcome
 from eventscaler.policy import STEP_FALLBACK
 
@@ -30,7 +31,7 @@ class EventSink(Protocol):
     ) -> None: ...
 
 
-class EventReporter:
+class EventReporter(ReloadListener):
     """An engine observer that turns outcomes into Events."""
 
     def __init__(
@@ -71,12 +72,18 @@ class EventReporter:
             self._sink.record(rule.namespace, rule.deployment, outcome.uid, kind, reason, message)
         except Exception as exc:
             logger.warning("%s: cannot record event %s: %s", rule.target, reason, exc)
+            return
+        if limited:
+            with self._lock:  # only a sent event starts the quiet period
+                self._last_sent[(rule.name, reason)] = self._clock()
 
     def _due(self, rule: str, reason: str) -> bool:
-        now = self._clock()
         with self._lock:
             last = self._last_sent.get((rule, reason))
-            if last is not None and now - last < self._repeat_after:
-                return False
-            self._last_sent[(rule, reason)] = now
-            return True
+        return last is None or self._clock() - last >= self._repeat_after
+
+    def rules_changed(self, names: set[str], gone: set[tuple[str, str, str]]) -> None:
+        """Drop the quiet periods of rules that are gone."""
+        with self._lock:
+            for key in [k for k in self._last_sent if k[0] not in names]:
+                del self._last_sent[key]

@@ -96,6 +96,9 @@ class LeaderElector:
 
     def _write(self, record: LeaseRecord, acquired: bool) -> bool:
         was_leader = self.is_leader()
+        # From before the write: the server may apply it at once, and a follower's lease_duration
+        # starts from then, so a slow answer must not stretch our renew_deadline.
+        sent_at = self._clock()
         try:
             self._lease.write(record, _now_microtime(), acquired)
         except KubeError as exc:
@@ -103,7 +106,7 @@ class LeaderElector:
             # stay leader only until renew_deadline runs out.
             logger.info("leader election: lease %s not written: %s", self._where(), exc)
             return self.is_leader()
-        self._renewed_at = self._clock()
+        self._renewed_at = sent_at
         if not was_leader:
             logger.info("leader election: %s is now the leader (lease %s)", self.identity,
                         self._where())  # fmt: skip

@@ -1,7 +1,8 @@
 """Prometheus metrics, served on the health port's /metrics. The only prometheus_client import.
 
 Labels are rule, namespace, deployment (and trigger, direction, outcome, kind where they apply);
-never a queue URL, account or connection string. A rule's series are removed when the rule goes.
+never a queue URL, account or connection string. A rule's gauges are removed when the rule goes;
+its counters stay, as counters should (a rate over them ends by itself).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from eventscaler.daemon import ReloadListener
 from eventscaler.engine import Outcome
 
 RULE_LABELS = ("rule", "namespace", "deployment")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-class Metrics:
+class Metrics(ReloadListener):
     """Every metric the daemon exports; an engine observer, and told about reloads."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

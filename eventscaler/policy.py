@@ -191,7 +191,8 @@ def decide(
 
 def _paused(current: int, state: RuleState, now: float, pause: Pause) -> Decision:
     """Paused: no readings needed; the pause counts as activity so resuming never zeroes."""
-    state = replace(state, last_active=now)
+    # Failures before the pause are history: resuming starts a fresh count for the fallback.
+    state = replace(state, last_active=now, failed_ticks=0)
     if pause.replicas is None:
         return Decision(current, current, False, f"paused by {pause.source}", state, STEP_PAUSED)
     why = f"paused at {pause.replicas} replicas by {pause.source}"
@@ -320,6 +321,9 @@ def _explain(current: int, proposal: int, clamped: int, stabilized: int, target:
     if target == current:
         if proposal == current:
             return "at target (within tolerance)" if clamped == current else "at target"
+        if clamped == current:
+            # Held by minReplicas or maxReplicas, not by a window: say so.
+            return f"backlog needs {proposal}, clamped to {clamped}"
         if stabilized == current:
             return f"backlog asks for {clamped}: held by the stabilization window"
         return f"backlog asks for {clamped}: held by the rate policy"
@@ -360,7 +364,8 @@ def pause_from_annotations(annotations: Mapping[str, str]) -> Pause | None:
     for key in (PAUSED_REPLICAS, KEDA_PAUSED_REPLICAS):
         if key in annotations:
             value = annotations[key].strip()
-            if value.isdigit():
+            # isascii: "²".isdigit() is true, yet int("²") raises.
+            if value.isascii() and value.isdigit():
                 return Pause(key, int(value))
             return Pause(f"{key} (not a whole number: {value!r}, so left alone)")
     for key in (PAUSED, KEDA_PAUSED):

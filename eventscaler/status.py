@@ -10,13 +10,14 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from eventscaler.daemon import ReloadListener
 from eventscaler.engine import Outcome
 
 COLUMNS = ("RULE", "TARGET", "CURRENT", "DESIRED", "QUEUES", "ACTIVE", "COOLDOWN", "LAST SCALE",
            "REASON", "ERROR")  # fmt: skip
 
 
-class StatusBoard:
+class StatusBoard(ReloadListener):
     """An engine observer remembering each rule's last tick and last scale."""
 
     def __init__(self) -> None:
@@ -36,6 +37,9 @@ class StatusBoard:
                 }
             row["last_scale"] = self._last_scale.get(outcome.rule.name)
             self._rows[outcome.rule.name] = row
+
+    def rules_changed(self, names: set[str], gone: set[tuple[str, str, str]]) -> None:
+        self.keep_only(names - {name for name, _, _ in gone})
 
     def keep_only(self, names: Iterable[str]) -> None:
         keep = set(names)

@@ -1,0 +1,391 @@
+"""One tick of one rule (eventscaler/engine.py) with a fake queue source, a fake Deployment API
+and a fake clock. Scenarios covered:
+- a tick reads the Deployment and the queues, decides, writes, and reports one Outcome (readings,
+  current, decision, uid); the state carries over so the next tick holds
+- failure is local: a Deployment that cannot be read (no queue read, no decision), a queue that
+  fails (never a scale-down), an unexpected error inside a tick (reported as "internal"), each
+  alone, while the other rules scale; the failing-tick count is logged and reset by a good tick
+- dry-run never writes, logs what it would do, and records no scale event
+- a failed write reports the error and does not record a scale event (a rate policy is not used
+  up by a write that did not happen)
+- a paused Deployment: no queue is read; paused-replicas is written
+- observers: each called once per tick with the returned Outcome, also on failure; an observer
+  that raises is logged and neither stops the tick nor the other observers
+- the decision line is DEBUG, but INFO when the step changes without a write; a write is INFO
+- cooldown_left counts down while an idle rule waits above zero
+- forget_rules_except drops a gone rule's state (start-up counts as activity again) and keeps the
+  others'; a rule that now targets another Deployment starts afresh
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pytest
+
+from eventscaler.config import AzureQueueTrigger, Behavior, Rule, ScalingPolicy, ScalingRules
+from eventscaler.engine import (
+    FAILED_BUG,
+    FAILED_DEPLOYMENT_READ,
+    FAILED_QUEUE_READ,
+    FAILED_WRITE,
+    Engine,
+    Outcome,
+)
+from eventscaler.policy import (
+    PAUSED,
+    PAUSED_REPLICAS,
+    STEP_AT_TARGET,
+    STEP_COOLDOWN,
+    STEP_FAILED,
+    STEP_PAUSED,
+    STEP_TOLERANCE,
+    STEP_UP,
+)
+
+T0 = 10_000.0
+
+
+@dataclass
+class Clock:
+    now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class FakeDeployment:
+    replicas: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    uid: str = "uid-1"
+
+
+class FakeScaler:
+    """Deployments by "namespace/name"; an entry in `errors` makes that call raise."""
+
+    def __init__(self, **deployments: FakeDeployment) -> None:
+        self.deployments = {f"shop/{name}": d for name, d in deployments.items()}
+        self.read_errors: dict[str, Exception] = {}
+        self.write_errors: dict[str, Exception] = {}
+        self.writes: list[tuple[str, int]] = []
+
+    def read(self, namespace: str, name: str) -> FakeDeployment:
+        key = f"{namespace}/{name}"
+        if key in self.read_errors:
+            raise self.read_errors[key]
+        return self.deployments[key]
+
+    def set_replicas(self, namespace: str, name: str, replicas: int) -> None:
+        key = f"{namespace}/{name}"
+        if key in self.write_errors:
+            raise self.write_errors[key]
+        self.writes.append((key, replicas))
+        self.deployments[key].replicas = replicas
+
+
+class FakeSource:
+    """Queue lengths by queue name; an exception as the value makes the read raise."""
+
+    def __init__(self, **lengths: int | Exception) -> None:
+        self.lengths = lengths
+        self.calls: list[str] = []
+
+    def read_length(self, trigger: AzureQueueTrigger) -> int:
+        self.calls.append(trigger.queue_name)
+        value = self.lengths[trigger.queue_name]
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+class QueueError(Exception):
+    kind = "QueueNotFound"
+
+
+@dataclass
+class Recorder:
+    seen: list[Outcome] = field(default_factory=list)
+
+    def observe(self, outcome: Outcome) -> None:
+        self.seen.append(outcome)
+
+
+class Exploding:
+    def observe(self, outcome: Outcome) -> None:
+        raise RuntimeError("metrics are broken")
+
+
+def make_rule(
+    name: str = "orders",
+    queue: str = "orders",
+    deployment: str = "orders",
+    behavior: Behavior | None = None,
+    min_replicas: int = 0,
+) -> Rule:
+    return Rule(
+        name,
+        "shop",
+        deployment,
+        (AzureQueueTrigger(queue, queue_length=5.0),),
+        min_replicas=min_replicas,
+        max_replicas=20,
+        cooldown_period=300.0,
+        behavior=behavior or Behavior(),
+    )
+
+
+def test_a_tick_scales_and_reports_one_outcome() -> None:
+    scaler, source = FakeScaler(orders=FakeDeployment(1)), FakeSource(orders=50)
+    recorder = Recorder()
+    engine = Engine(source, scaler, clock=Clock(), observers=[recorder])
+    outcome = engine.evaluate(make_rule())
+    assert scaler.writes == [("shop/orders", 10)]
+    assert (outcome.wrote, outcome.failed) == (True, False)
+    assert (outcome.current, outcome.uid) == (1, "uid-1")
+    assert outcome.decision is not None
+    assert (outcome.decision.target, outcome.decision.step) == (10, STEP_UP)
+    assert [(r.trigger, r.length) for r in outcome.readings] == [("orders", 50)]
+    assert outcome.duration >= 0
+    assert recorder.seen == [outcome]
+    second = engine.evaluate(make_rule())
+    assert second.decision is not None
+    assert (second.decision.step, second.wrote) == (STEP_AT_TARGET, False)
+    assert scaler.writes == [("shop/orders", 10)]
+
+
+def test_failure_is_local_to_each_rule(caplog: pytest.LogCaptureFixture) -> None:
+    scaler = FakeScaler(broken=FakeDeployment(2), failing=FakeDeployment(6), fine=FakeDeployment(1))
+    scaler.read_errors["shop/broken"] = RuntimeError("NotFound")
+    source = FakeSource(broken=1, failing=QueueError("queue gone"), fine=20)
+    engine = Engine(source, scaler, clock=Clock())
+    with caplog.at_level(logging.ERROR, logger="eventscaler.engine"):
+        broken = engine.evaluate(make_rule("broken", "broken", "broken"))
+        failing = engine.evaluate(make_rule("failing", "failing", "failing"))
+        fine = engine.evaluate(make_rule("fine", "fine", "fine"))
+    assert (broken.error_kind, broken.decision, broken.readings) == (
+        FAILED_DEPLOYMENT_READ, None, ()
+    )  # fmt: skip
+    assert broken.error == "cannot read the Deployment: NotFound"
+    assert "broken" not in source.calls  # no queue read for a Deployment we cannot scale
+    assert failing.error_kind == FAILED_QUEUE_READ
+    assert failing.error == "queue read failed: failing: queue gone"
+    assert failing.readings[0].kind == "QueueNotFound"
+    assert failing.decision is not None
+    assert (failing.decision.target, failing.decision.step) == (6, STEP_FAILED)
+    assert (fine.failed, fine.wrote) == (False, True)
+    assert scaler.writes == [("shop/fine", 4)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "shop/broken: rule broken: cannot read the Deployment: NotFound (failing for 1 tick)",
+        "shop/failing: rule failing: queue read failed: failing: queue gone (failing for 1 tick)",
+    ]
+
+
+def test_the_failing_tick_count_grows_and_a_good_tick_resets_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scaler = FakeScaler(orders=FakeDeployment(1))
+    scaler.read_errors["shop/orders"] = RuntimeError("Unreachable")
+    engine = Engine(FakeSource(orders=5), scaler, clock=Clock())
+    with caplog.at_level(logging.ERROR, logger="eventscaler.engine"):
+        engine.evaluate(make_rule())
+        engine.evaluate(make_rule())
+        del scaler.read_errors["shop/orders"]
+        assert engine.evaluate(make_rule()).failed is False
+        scaler.read_errors["shop/orders"] = RuntimeError("Unreachable")
+        engine.evaluate(make_rule())
+    counts = [r.getMessage().rsplit("(", 1)[1] for r in caplog.records]
+    assert counts == ["failing for 1 tick)", "failing for 2 ticks)", "failing for 1 tick)"]
+
+
+def test_an_unexpected_error_is_reported_and_other_rules_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scaler = FakeScaler(buggy=FakeDeployment(1), fine=FakeDeployment(1))
+    scaler.deployments["shop/buggy"] = object()  # type: ignore[assignment]  # no replicas field
+    recorder = Recorder()
+    engine = Engine(FakeSource(buggy=5, fine=20), scaler, clock=Clock(), observers=[recorder])
+    with caplog.at_level(logging.ERROR, logger="eventscaler.engine"):
+        buggy = engine.evaluate(make_rule("buggy", "buggy", "buggy"))
+    assert (buggy.error_kind, buggy.error) == (FAILED_BUG, "unexpected error: AttributeError")
+    assert "shop/buggy: rule buggy: unexpected error" in caplog.records[0].getMessage()
+    assert caplog.records[0].exc_info is not None
+    assert recorder.seen == [buggy]
+    assert engine.evaluate(make_rule("fine", "fine", "fine")).wrote is True
+
+
+def test_dry_run_never_writes_and_records_no_scale_event(caplog: pytest.LogCaptureFixture) -> None:
+    scaler = FakeScaler(orders=FakeDeployment(1))
+    scaler.write_errors["shop/orders"] = AssertionError("dry-run must not write")
+    one_per_minute = Behavior(scale_up=ScalingRules(policies=(ScalingPolicy("Pods", 1, 60.0),)))
+    rule = make_rule(behavior=one_per_minute)
+    clock = Clock()
+    engine = Engine(FakeSource(orders=50), scaler, dry_run=True, clock=clock)
+    with caplog.at_level(logging.INFO, logger="eventscaler.engine"):
+        first = engine.evaluate(rule)
+        clock.now += 1
+        second = engine.evaluate(rule)
+    for outcome in (first, second):
+        assert (outcome.dry_run, outcome.wrote, outcome.failed) == (True, False, False)
+        assert outcome.decision is not None
+        assert outcome.decision.target == 2  # not held back by a write that never happened
+    assert scaler.writes == []
+    assert scaler.deployments["shop/orders"].replicas == 1
+    assert "shop/orders: dry-run: would scale 1 -> 2 (rule orders [scale-up]" in caplog.text
+
+
+def test_a_failed_write_is_reported_and_records_no_scale_event() -> None:
+    scaler = FakeScaler(orders=FakeDeployment(1))
+    scaler.write_errors["shop/orders"] = RuntimeError("Forbidden")
+    one_per_minute = Behavior(scale_up=ScalingRules(policies=(ScalingPolicy("Pods", 1, 60.0),)))
+    rule = make_rule(behavior=one_per_minute)
+    clock = Clock()
+    engine = Engine(FakeSource(orders=50), scaler, clock=clock)
+    failed = engine.evaluate(rule)
+    assert (failed.wrote, failed.error_kind) == (False, FAILED_WRITE)
+    assert failed.error == "cannot scale 1 -> 2: Forbidden"
+    del scaler.write_errors["shop/orders"]
+    clock.now += 1
+    retried = engine.evaluate(rule)  # the policy allows the step: the failed write did not count
+    assert retried.wrote is True
+    assert scaler.writes == [("shop/orders", 2)]
+    clock.now += 1
+    held = engine.evaluate(rule)  # a write that happened does count
+    assert held.decision is not None
+    assert (held.decision.target, held.wrote) == (2, False)
+
+
+def test_a_paused_rule_reads_no_queue() -> None:
+    scaler = FakeScaler(orders=FakeDeployment(3, {PAUSED: "true"}))
+    source = FakeSource(orders=500)
+    engine = Engine(source, scaler, clock=Clock())
+    outcome = engine.evaluate(make_rule())
+    assert source.calls == []
+    assert outcome.readings == ()
+    assert outcome.decision is not None
+    assert (outcome.decision.step, outcome.decision.target) == (STEP_PAUSED, 3)
+    assert (outcome.wrote, outcome.failed) == (False, False)
+    assert scaler.writes == []
+
+
+def test_paused_replicas_is_written_without_reading_a_queue() -> None:
+    scaler = FakeScaler(orders=FakeDeployment(3, {PAUSED_REPLICAS: "7"}))
+    source = FakeSource(orders=QueueError("must not be read"))
+    outcome = Engine(source, scaler, clock=Clock()).evaluate(make_rule())
+    assert source.calls == []
+    assert scaler.writes == [("shop/orders", 7)]
+    assert (outcome.wrote, outcome.failed) == (True, False)
+
+
+def test_observers_are_called_once_per_tick_and_one_that_raises_stops_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scaler = FakeScaler(orders=FakeDeployment(1))
+    first, last = Recorder(), Recorder()
+    engine = Engine(FakeSource(orders=50), scaler, clock=Clock(),
+                    observers=[first, Exploding(), last])  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="eventscaler.engine"):
+        outcomes = [engine.evaluate(make_rule()) for _ in range(3)]
+    assert first.seen == outcomes
+    assert last.seen == outcomes
+    assert scaler.writes == [("shop/orders", 10)]
+    reporting = [r for r in caplog.records if "reporting failed" in r.getMessage()]
+    assert len(reporting) == 3
+    assert reporting[0].getMessage() == "shop/orders: rule orders: reporting failed"
+
+
+def test_observers_see_failed_ticks_too() -> None:
+    scaler = FakeScaler(orders=FakeDeployment(1))
+    scaler.read_errors["shop/orders"] = RuntimeError("Unreachable")
+    recorder = Recorder()
+    engine = Engine(FakeSource(orders=1), scaler, clock=Clock(), observers=[recorder])
+    outcome = engine.evaluate(make_rule())
+    assert recorder.seen == [outcome]
+    assert outcome.failed is True
+
+
+def test_the_decision_is_logged_at_info_when_its_step_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scaler = FakeScaler(orders=FakeDeployment(10))
+    source = FakeSource(orders=50)
+    clock = Clock()
+    engine = Engine(source, scaler, clock=clock)
+    rule = make_rule()
+
+    def tick(length: int) -> list[tuple[int, str]]:
+        source.lengths["orders"] = length
+        caplog.clear()
+        clock.now += 1
+        engine.evaluate(rule)
+        return [(r.levelno, r.getMessage()) for r in caplog.records]
+
+    with caplog.at_level(logging.DEBUG, logger="eventscaler.engine"):
+        assert [level for level, _ in tick(50)] == [logging.DEBUG]  # the first tick
+        assert [level for level, _ in tick(50)] == [logging.DEBUG]  # the same step
+        changed = tick(53)  # within tolerance: a new step, no write
+        assert changed[0][0] == logging.INFO
+        assert changed[0][1].startswith(f"shop/orders: rule orders: 10 -> 10 [{STEP_TOLERANCE}]:")
+        assert [level for level, _ in tick(53)] == [logging.DEBUG]
+        back = tick(50)
+        assert back[0][0] == logging.INFO
+        assert f"[{STEP_AT_TARGET}]" in back[0][1]
+        scaled = tick(100)  # a write: the decision line stays DEBUG, the write is INFO
+        assert [level for level, _ in scaled] == [logging.DEBUG, logging.INFO]
+        assert scaled[1][1].startswith("shop/orders: scaled 10 -> 20 (rule orders [scale-up]:")
+
+
+def test_cooldown_left_counts_down_while_idle_above_zero() -> None:
+    scaler = FakeScaler(orders=FakeDeployment(1))
+    source = FakeSource(orders=0)
+    clock = Clock()
+    engine = Engine(source, scaler, clock=clock)
+    rule = make_rule()
+    first = engine.evaluate(rule)  # start-up counts as activity
+    assert first.decision is not None
+    assert (first.decision.step, first.cooldown_left) == (STEP_COOLDOWN, 300.0)
+    clock.now += 120
+    assert engine.evaluate(rule).cooldown_left == 180.0
+    source.lengths["orders"] = 3
+    clock.now += 1
+    assert engine.evaluate(rule).cooldown_left is None  # active
+    source.lengths["orders"] = 0
+    clock.now += 300
+    zeroed = engine.evaluate(rule)
+    assert (zeroed.wrote, zeroed.cooldown_left) == (True, None)
+    assert scaler.writes == [("shop/orders", 0)]
+
+
+def test_min_replicas_above_zero_has_no_cooldown() -> None:
+    scaler = FakeScaler(orders=FakeDeployment(2))
+    outcome = Engine(FakeSource(orders=0), scaler, clock=Clock()).evaluate(
+        make_rule(min_replicas=2)
+    )
+    assert outcome.cooldown_left is None
+
+
+def test_forgetting_a_rule_restarts_its_cooldown_and_keeps_the_others() -> None:
+    scaler = FakeScaler(kept=FakeDeployment(1), dropped=FakeDeployment(1))
+    clock = Clock()
+    engine = Engine(FakeSource(kept=0, dropped=0), scaler, clock=clock)
+    kept, dropped = make_rule("kept", "kept", "kept"), make_rule("dropped", "dropped", "dropped")
+    engine.evaluate(kept)
+    engine.evaluate(dropped)
+    engine.forget_rules_except([kept])
+    clock.now += 300
+    assert engine.evaluate(kept).wrote is True  # idle since T0: to zero
+    dropped_again = engine.evaluate(dropped)  # a fresh start counts as activity
+    assert (dropped_again.wrote, dropped_again.cooldown_left) == (False, 300.0)
+    assert scaler.writes == [("shop/kept", 0)]
+
+
+def test_a_rule_that_targets_another_deployment_starts_afresh() -> None:
+    scaler = FakeScaler(first=FakeDeployment(1), second=FakeDeployment(1))
+    clock = Clock()
+    engine = Engine(FakeSource(orders=0), scaler, clock=clock)
+    engine.evaluate(make_rule(deployment="first"))
+    clock.now += 300
+    moved = engine.evaluate(make_rule(deployment="second"))
+    assert (moved.wrote, moved.cooldown_left) == (False, 300.0)
+    assert scaler.writes == []

@@ -1,0 +1,235 @@
+"""Kubernetes Events from outcomes (eventscaler/events.py), with a recording sink and a fake clock.
+
+Scenarios covered:
+- SuccessfulRescale (Normal) on every write, never rate limited, with the new size, step and
+  reason; attached to the rule's Deployment (namespace, name, uid)
+- FailedRescale (Warning) when a write fails
+- FailedGetQueueLength (Warning) while a queue cannot be read, FallbackActive (Warning) while the
+  fallback runs
+- rate limiting: the first Warning at once, then none until `repeat_after` has passed (exactly
+  `repeat_after` is enough), counted per rule and per reason independently
+- nothing is sent without a Deployment uid or in dry-run, and those ticks do not use up the limit
+- a tick that only holds, or failed to read its Deployment, sends nothing
+- a sink that raises is logged, not raised
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pytest
+
+from eventscaler.config import AzureQueueTrigger, Rule
+from eventscaler.engine import (
+    FAILED_DEPLOYMENT_READ,
+    FAILED_QUEUE_READ,
+    FAILED_WRITE,
+    Outcome,
+)
+from eventscaler.events import NORMAL, WARNING, EventReporter
+from eventscaler.policy import (
+    STEP_AT_TARGET,
+    STEP_FALLBACK,
+    STEP_UP,
+    Decision,
+    Reading,
+    initial_state,
+)
+
+REPEAT = 300.0
+
+
+@dataclass
+class Clock:
+    now: float = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Sink:
+    """Records each event as (namespace, name, uid, kind, reason, message)."""
+
+    sent: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
+    error: Exception | None = None
+
+    def record(
+        self, namespace: str, name: str, uid: str, kind: str, reason: str, message: str
+    ) -> None:
+        if self.error is not None:
+            raise self.error
+        self.sent.append((namespace, name, uid, kind, reason, message))
+
+    def reasons(self) -> list[str]:
+        return [event[4] for event in self.sent]
+
+
+def make_rule(name: str = "orders") -> Rule:
+    return Rule(name, "shop", f"{name}-worker", (AzureQueueTrigger("orders"),))
+
+
+def decision(current: int, target: int, step: str = STEP_UP, reason: str = "why") -> Decision:
+    return Decision(current, target, True, reason, initial_state(0.0), step)
+
+
+def scaled(rule: Rule, current: int = 1, target: int = 4, **changes: object) -> Outcome:
+    values: dict[str, object] = {
+        "current": current,
+        "decision": decision(current, target, reason="backlog needs 4"),
+        "wrote": True,
+        "uid": "uid-1",
+    }
+    values.update(changes)
+    return Outcome(rule, **values)  # type: ignore[arg-type]
+
+
+def queue_failure(rule: Rule, **changes: object) -> Outcome:
+    values: dict[str, object] = {
+        "readings": (Reading("orders", None, "boom", "Timeout"),),
+        "current": 2,
+        "decision": decision(2, 2, "failed-readings"),
+        "error": "queue read failed: orders: boom",
+        "error_kind": FAILED_QUEUE_READ,
+        "uid": "uid-1",
+    }
+    values.update(changes)
+    return Outcome(rule, **values)  # type: ignore[arg-type]
+
+
+def reporter(sink: Sink, clock: Clock) -> EventReporter:
+    return EventReporter(sink, repeat_after=REPEAT, clock=clock)
+
+
+def test_a_write_sends_successful_rescale_on_the_deployment() -> None:
+    sink = Sink()
+    rule = make_rule()
+    reporter(sink, Clock()).observe(scaled(rule))
+    assert sink.sent == [
+        ("shop", "orders-worker", "uid-1", NORMAL, "SuccessfulRescale",
+         "New size: 4; reason: [scale-up] backlog needs 4"),
+    ]  # fmt: skip
+
+
+def test_successful_rescale_is_never_rate_limited() -> None:
+    sink, clock = Sink(), Clock()
+    events = reporter(sink, clock)
+    rule = make_rule()
+    events.observe(scaled(rule, 1, 4))
+    clock.now += 1
+    events.observe(scaled(rule, 4, 8))
+    events.observe(scaled(rule, 8, 2))
+    assert sink.reasons() == ["SuccessfulRescale"] * 3
+    assert [e[5].split(";")[0] for e in sink.sent] == ["New size: 4", "New size: 8", "New size: 2"]
+
+
+def test_a_decision_without_a_write_sends_nothing() -> None:
+    sink = Sink()
+    rule = make_rule()
+    reporter(sink, Clock()).observe(
+        Outcome(rule, current=3, decision=decision(3, 3, STEP_AT_TARGET), uid="uid-1")
+    )
+    assert sink.sent == []
+
+
+def test_a_failed_write_sends_failed_rescale_with_the_error() -> None:
+    sink = Sink()
+    rule = make_rule()
+    outcome = scaled(rule, 1, 4, wrote=False, error="cannot scale 1 -> 4: Forbidden",
+                     error_kind=FAILED_WRITE)  # fmt: skip
+    reporter(sink, Clock()).observe(outcome)
+    assert sink.sent == [
+        ("shop", "orders-worker", "uid-1", WARNING, "FailedRescale",
+         "New size: 4; error: cannot scale 1 -> 4: Forbidden"),
+    ]  # fmt: skip
+
+
+def test_a_failed_queue_read_warns_once_per_repeat_after() -> None:
+    sink, clock = Sink(), Clock()
+    events = reporter(sink, clock)
+    rule = make_rule()
+    events.observe(queue_failure(rule))
+    assert sink.sent == [
+        ("shop", "orders-worker", "uid-1", WARNING, "FailedGetQueueLength",
+         "queue read failed: orders: boom"),
+    ]  # fmt: skip
+    for _ in range(10):  # a rule failing every tick
+        clock.now += REPEAT / 20
+        events.observe(queue_failure(rule))
+    assert len(sink.sent) == 1
+    clock.now = 100.0 + REPEAT - 0.001
+    events.observe(queue_failure(rule))
+    assert len(sink.sent) == 1
+    clock.now = 100.0 + REPEAT
+    events.observe(queue_failure(rule))
+    assert sink.reasons() == ["FailedGetQueueLength"] * 2
+
+
+def test_the_limit_is_per_rule_and_per_reason() -> None:
+    sink, clock = Sink(), Clock()
+    events = reporter(sink, clock)
+    orders, returns = make_rule("orders"), make_rule("returns")
+    events.observe(queue_failure(orders))
+    events.observe(queue_failure(returns))
+    # The same rule, another reason: its own limit.
+    events.observe(scaled(orders, wrote=False, error="x", error_kind=FAILED_WRITE))
+    events.observe(queue_failure(orders))
+    events.observe(queue_failure(returns))
+    events.observe(scaled(orders, wrote=False, error="x", error_kind=FAILED_WRITE))
+    assert [(e[1], e[4]) for e in sink.sent] == [
+        ("orders-worker", "FailedGetQueueLength"),
+        ("returns-worker", "FailedGetQueueLength"),
+        ("orders-worker", "FailedRescale"),
+    ]
+
+
+def test_fallback_warns_with_its_reason_and_alongside_the_rescale() -> None:
+    sink, clock = Sink(), Clock()
+    events = reporter(sink, clock)
+    rule = make_rule()
+    fallback = decision(0, 6, STEP_FALLBACK, "fallback: 3 failed tick(s) >= failureThreshold 3")
+    events.observe(queue_failure(rule, current=0, decision=fallback, wrote=True))
+    assert sink.reasons() == ["SuccessfulRescale", "FailedGetQueueLength", "FallbackActive"]
+    assert sink.sent[2][3:] == (
+        WARNING,
+        "FallbackActive",
+        "fallback: 3 failed tick(s) >= failureThreshold 3",
+    )
+    clock.now += 10
+    held = decision(6, 6, STEP_FALLBACK, "fallback again")
+    events.observe(queue_failure(rule, current=6, decision=held))
+    assert len(sink.sent) == 3  # FailedGetQueueLength and FallbackActive are both limited
+
+
+@pytest.mark.parametrize("changes", [{"uid": ""}, {"dry_run": True}])
+def test_no_uid_or_dry_run_sends_nothing_and_keeps_the_limit_unused(
+    changes: dict[str, object],
+) -> None:
+    sink, clock = Sink(), Clock()
+    events = reporter(sink, clock)
+    rule = make_rule()
+    events.observe(scaled(rule, **changes))
+    events.observe(queue_failure(rule, **changes))
+    assert sink.sent == []
+    events.observe(queue_failure(rule))
+    assert sink.reasons() == ["FailedGetQueueLength"]
+
+
+def test_a_deployment_that_cannot_be_read_sends_nothing() -> None:
+    sink = Sink()
+    rule = make_rule()
+    outcome = Outcome(rule, error="cannot read the Deployment: NotFound",
+                      error_kind=FAILED_DEPLOYMENT_READ)  # fmt: skip
+    reporter(sink, Clock()).observe(outcome)
+    assert sink.sent == []
+
+
+def test_a_sink_that_raises_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink(error=RuntimeError("API server unreachable"))
+    rule = make_rule()
+    with caplog.at_level(logging.WARNING, logger="eventscaler.events"):
+        reporter(sink, Clock()).observe(scaled(rule))
+    assert [r.getMessage() for r in caplog.records] == [
+        "shop/orders-worker: cannot record event SuccessfulRescale: API server unreachable"
+    ]
