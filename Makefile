@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite-queue
 CONFIG ?= config.example.yaml
 
-.PHONY: install run demo test lint fmt clean
+.PHONY: install run demo test bench compare lint fmt clean
 
 install: $(VENV_STAMP) $(AZURITE) ## virtual environment and test tools
 
@@ -29,6 +29,12 @@ demo: $(VENV_STAMP) $(AZURITE) ## the flood story on a local stand-in cluster an
 
 test: $(VENV_STAMP) $(AZURITE) ## unit and end-to-end tests (E2E_KUBECONFIG=... for a real cluster)
 	$(PY) -m pytest -q
+
+bench: $(VENV_STAMP) $(AZURITE) ## issue 6's benchmark, a few minutes; BENCH_ARGS="--help" for options
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+compare: $(VENV_STAMP) ## every scenario: ours vs the KEDA model vs the oracle; plots in build/compare
+	$(PY) -m eventscaler.compare
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from eventscaler.daemon import DEFAULT_RELOAD_INTERVAL, DEFAULT_WORKERS
 
-COMMANDS = ("run", "validate", "status")
+COMMANDS = ("run", "validate", "status", "simulate", "convert")
 # Commands that build the daemon, so take every `run` flag.
 DAEMON_COMMANDS = ("run", "status")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -111,7 +111,56 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=environ.get("AUTOSCALER_NAMESPACES"),
         help="comma-separated namespace allow-list to check against (env AUTOSCALER_NAMESPACES)",
     )
+    _add_simulate_parser(commands)
+    convert = commands.add_parser(
+        "convert",
+        help="KEDA ScaledObjects -> a rule file on stdout; what was not converted on stderr",
+    )
+    convert.add_argument("file", help="YAML with one or more ScaledObjects ('-' for stdin)")
     return parser
+
+
+def _add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # The simulator's defaults and scenario names, for --help (light modules: no matplotlib).
+    from eventscaler.scenarios import SCENARIOS
+    from eventscaler.simulate import DEFAULT_PROCESSING_RATE, DEFAULT_STARTUP_SECONDS
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="replay a scenario or a trace through a rule, with simulated workers",
+        description="Replay a load through the rule's real decision code on a simulated clock "
+        "and print the figures (docs/simulate.md). --compare adds the KEDA model (built from "
+        "KEDA's documented semantics, not KEDA itself) and the oracle.",
+    )
+    simulate.add_argument("--config", required=True, help="rule file (YAML)")
+    load = simulate.add_mutually_exclusive_group(required=True)
+    load.add_argument("--scenario", choices=list(SCENARIOS), help="a built-in scenario")
+    load.add_argument("--trace", help="a CSV of time,messages arriving (docs/simulate.md)")
+    simulate.add_argument("--rule", help="the rule to simulate (needed if the file has several)")
+    simulate.add_argument(
+        "--processing-rate",
+        type=float,
+        default=DEFAULT_PROCESSING_RATE,
+        help=f"messages/s each ready replica processes (default {DEFAULT_PROCESSING_RATE:g})",
+    )
+    simulate.add_argument(
+        "--startup-seconds",
+        type=float,
+        default=DEFAULT_STARTUP_SECONDS,
+        help=f"seconds from creation to ready for a new replica "
+        f"(default {DEFAULT_STARTUP_SECONDS:g})",
+    )
+    simulate.add_argument(
+        "--duration", type=float, help="seconds to simulate (default: the scenario's)"
+    )
+    simulate.add_argument(
+        "--initial-replicas", type=int, help="replicas at t=0 (default: minReplicas)"
+    )
+    simulate.add_argument("--plot", metavar="OUT.png", help="draw backlog and replicas")
+    simulate.add_argument("--csv", metavar="OUT.csv", help="write the timeline, one row a second")
+    simulate.add_argument(
+        "--compare", action="store_true", help="also run the KEDA model and the oracle"
+    )
 
 
 def _add_flag(parser: argparse.ArgumentParser, flag: Flag, environ: Mapping[str, str]) -> None:
@@ -178,6 +227,6 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) ->
                 parser.error(f"{flag.env}: expected one of {', '.join(flag.choices)}")
         if not namespace.config:
             parser.error("a rule file is required: --config FILE or AUTOSCALER_CONFIG")
-    elif isinstance(namespace.namespaces, str):
+    elif namespace.command == "validate" and isinstance(namespace.namespaces, str):
         namespace.namespaces = _convert(namespace.namespaces, Flag("", "", None, "", "list"))
     return namespace

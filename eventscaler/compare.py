@@ -1,0 +1,216 @@
+"""`make compare`: every built-in scenario under ours, the KEDA model and the oracle; one table,
+and a PNG plot per scenario.
+
+    python -m eventscaler.compare [--config FILE --rule NAME] [--scenario NAME ...] [--out DIR]
+                                  [--no-plots] [--markdown] [--polling-interval S] ...
+
+Without --config the rule is the README's flood story under KEDA's defaults (target 5 messages per
+replica, 0..20 replicas, pollingInterval 30 s, cooldownPeriod 300 s, default behavior), so the
+comparison is like for like. "KEDA model" is a model built from KEDA's documented semantics
+(eventscaler/keda_model.py), not KEDA itself; every output says so.
+
+matplotlib is imported only to draw, so the daemon never needs it (requirements-dev.txt has it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from eventscaler.config import AzureQueueTrigger, Rule, load_rules
+from eventscaler.keda_model import MODEL_LABEL
+from eventscaler.scenarios import SCENARIOS, Load, scenario
+from eventscaler.simulate import (
+    DEFAULT_PROCESSING_RATE,
+    DEFAULT_STARTUP_SECONDS,
+    FIGURES,
+    Run,
+    WorkerModel,
+    compare_runs,
+    pick_rule,
+)
+
+DEFAULT_OUT = "build/compare"
+DEFAULT_RULE = Rule(
+    name="hello-keda",
+    namespace="default",
+    deployment="hello-keda",
+    triggers=(AzureQueueTrigger("js-queue-items", queue_length=5.0),),
+    min_replicas=0,
+    max_replicas=20,
+    polling_interval=30.0,
+    cooldown_period=300.0,
+)
+COLORS = {"ours": "#1f6fb4", MODEL_LABEL: "#d1495b", "oracle": "#8a8a8a"}
+CAPTION = f"{MODEL_LABEL}: built from KEDA's documented semantics, not KEDA itself"
+LEGEND = {
+    MODEL_LABEL: f"{MODEL_LABEL} (from documented semantics, not KEDA itself)",
+    "oracle": "oracle (ideal: no polling, no cooldown)",
+}
+
+
+def format_table(results: Sequence[tuple[Load, Sequence[Run]]], markdown: bool = False) -> str:
+    """One row per scenario and controller, one column per figure."""
+    header = ["scenario", "controller", *(short for short, _, _ in FIGURES)]
+    rows = []
+    for load, runs in results:
+        for index, run in enumerate(runs):
+            name = load.name if index == 0 or markdown else ""
+            rows.append([name, run.label, *(show(run.summary) for _, _, show in FIGURES)])
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * len(FIGURES)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        left = [c.ljust(w) for c, w in zip(cells[:2], widths[:2], strict=True)]
+        right = [c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True)]
+        return "  ".join(left + right).rstrip()
+
+    lines = [line(header)]
+    for row in rows:
+        if row[0] and len(lines) > 1:
+            lines.append("")
+        lines.append(line(row))
+    return "\n".join(lines)
+
+
+def plot_runs(
+    runs: Sequence[Run], load: Load, rule: Rule, workers: WorkerModel, path: str | Path
+) -> None:
+    """Backlog (top) and replicas (bottom) over time, one line per run, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (top, bottom) = plt.subplots(
+        2, 1, sharex=True, figsize=(8.0, 5.4), dpi=90, height_ratios=(3, 2), layout="constrained"
+    )
+    # The story is in the writes: stop a little after the last one rather than show a flat tail.
+    last_write = max((w.time for run in runs for w in run.writes), default=load.duration)
+    right = min(load.duration, max(last_write * 1.08 + 20.0, 60.0))
+    for run in runs:
+        color = COLORS.get(run.label)
+        width = 1.2 if run.label == "oracle" else 2.0
+        style = ":" if run.label == "oracle" else "-"
+        times = [s.time for s in run.samples]
+        label = LEGEND.get(run.label, run.label)
+        top.plot(times, [s.backlog for s in run.samples], style, color=color, lw=width, label=label)
+        bottom.step(
+            times, [s.replicas for s in run.samples], style, where="post", color=color, lw=width
+        )
+    top.set_ylabel("backlog (messages)")
+    bottom.set_ylabel("replicas")
+    bottom.set_xlabel("time (s)")
+    bottom.set_ylim(bottom=0, top=rule.max_replicas * 1.12 + 0.5)
+    top.set_ylim(bottom=0)
+    top.set_xlim(0, right)
+    for axes in (top, bottom):
+        axes.grid(True, color="#e4e4e4", lw=0.8)
+        axes.spines[["top", "right"]].set_visible(False)
+    top.legend(loc="best", frameon=False, fontsize=9)
+    top.set_title(f"{load.name}: {load.description}", fontsize=10, loc="left")
+    bottom.set_title(
+        f"rule {rule.name}: {rule.min_replicas}..{rule.max_replicas} replicas, "
+        f"{rule.triggers[0].queue_length:g} messages/replica, poll every "
+        f"{rule.polling_interval:g}s, cooldown {rule.cooldown_period:g}s;  workers: "
+        f"{workers.processing_rate:g} msg/s each, ready after {workers.startup_seconds:g}s",
+        fontsize=8,
+        loc="left",
+        color="#555555",
+    )
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m eventscaler.compare",
+        description=f"Every scenario under ours, the {MODEL_LABEL} (built from KEDA's documented "
+        "semantics, not KEDA itself) and the oracle: a table, and a PNG per scenario.",
+    )
+    parser.add_argument("--config", help="rule file (default: the README's flood rule)")
+    parser.add_argument("--rule", help="the rule of --config to use")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        help="a scenario to run (repeatable; default: all)",
+    )
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"plot folder (default {DEFAULT_OUT})")
+    parser.add_argument("--no-plots", action="store_true", help="print the table only")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument(
+        "--polling-interval", type=float, help="override the rule's pollingInterval (seconds)"
+    )
+    parser.add_argument(
+        "--processing-rate",
+        type=float,
+        default=DEFAULT_PROCESSING_RATE,
+        help=f"messages/s per ready replica (default {DEFAULT_PROCESSING_RATE:g})",
+    )
+    parser.add_argument(
+        "--startup-seconds",
+        type=float,
+        default=DEFAULT_STARTUP_SECONDS,
+        help=f"seconds before a new replica is ready (default {DEFAULT_STARTUP_SECONDS:g})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rule = DEFAULT_RULE
+    if args.config:
+        result = load_rules(args.config)
+        for problem in result.problems:
+            print(problem, file=sys.stderr)
+        try:
+            rule = pick_rule(result.rules, args.rule)
+        except LookupError as exc:
+            print(f"compare: error: {exc.args[0]}", file=sys.stderr)
+            return 2
+    if args.polling_interval is not None:
+        rule = replace(rule, polling_interval=args.polling_interval)
+    if args.processing_rate <= 0 or args.startup_seconds < 0:
+        print(
+            "compare: error: --processing-rate must be > 0, --startup-seconds >= 0", file=sys.stderr
+        )
+        return 2
+    workers = WorkerModel(args.processing_rate, args.startup_seconds)
+    results = []
+    for name in args.scenario or list(SCENARIOS):
+        load = scenario(name)
+        results.append(
+            (load, compare_runs(rule, load, workers, initial_replicas=rule.min_replicas))
+        )
+
+    print(
+        f"rule {rule.name}: {rule.min_replicas}..{rule.max_replicas} replicas, target "
+        f"{rule.triggers[0].queue_length:g} messages/replica, pollingInterval "
+        f"{rule.polling_interval:g}s, cooldownPeriod {rule.cooldown_period:g}s; workers: "
+        f"{workers.processing_rate:g} message/s per ready replica, ready "
+        f"{workers.startup_seconds:g}s after creation"
+    )
+    print(f"{CAPTION}; oracle: the rule's arithmetic on the true backlog with no polling.\n")
+    print(format_table(results, markdown=args.markdown))
+    if not args.no_plots:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            for load, runs in results:
+                plot_runs(runs, load, rule, workers, out / f"{load.name}.png")
+        except ImportError as exc:
+            print(f"compare: plots need matplotlib ({exc}): pip install -r requirements-dev.txt")
+            return 2
+        print(f"\nplots: {', '.join(str(out / f'{load.name}.png') for load, _ in results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,501 @@
+"""Replay a load through a rule, with a simulated clock and simulated workers: see before you scale.
+
+Ours is the daemon's own `policy.decide`, called the way the engine calls it (state kept between
+ticks, `record_scale` after each write, which always succeeds here); nothing of the policy is
+copied. The same load can also run under the KEDA model (`keda_model.py`) and under an oracle.
+
+The worker model (docs/simulate.md explains it with pictures):
+- The queue is a fluid: `backlog` is every message not yet processed (visible and in flight).
+  Messages arrive at the instants the load gives; each ready replica processes `processing_rate`
+  messages per second, continuously, so the backlog falls linearly between events.
+- A replica the autoscaler adds is ready `startup_seconds` later; until then it costs but does not
+  work. Replicas present at the start are ready. Scale-in removes starting replicas first (the
+  newest), then ready ones, as a ReplicaSet does.
+- The autoscaler reads the queue every `pollingInterval` of the rule, from t=0. A reading is the
+  backlog rounded up; with `queueLengthStrategy: visibleOnly` it leaves out one in-flight message
+  per ready replica. A load with reading noise multiplies each reading by (1 + e), e drawn from
+  N(0, noise) and the same for every reader at the same instant. Every trigger of the rule reads
+  the same simulated queue.
+- The oracle asks, at every instant and without polling, for exactly what the rule's arithmetic
+  asks for the true backlog: ceil(backlog / queueLength) clamped to [minReplicas, maxReplicas], 0
+  when the backlog is empty (no cooldown, no window, no activation threshold). Its replicas still
+  take `startup_seconds`. It bounds the reaction time and the cost of any poll-based policy with
+  this target; it is not a bound on the backlog (keeping replicas longer drains faster).
+
+Within each interval between events the figures are integrated exactly, so small cases can be
+checked by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import random
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from eventscaler.config import Rule, describe_rule, load_rules
+from eventscaler.keda_model import MODEL_LABEL, KedaModel, settings_from_rule
+from eventscaler.policy import Reading, RuleState, decide, initial_state
+from eventscaler.scenarios import Load, TraceError, load_trace, scenario
+
+DEFAULT_PROCESSING_RATE = 1.0  # messages per second per ready replica
+DEFAULT_STARTUP_SECONDS = 10.0  # from "replica created" to "replica processing"
+SAMPLE_INTERVAL = 1.0  # seconds between two rows of the timeline (CSV, plots)
+_EPS = 1e-9
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    processing_rate: float = DEFAULT_PROCESSING_RATE
+    startup_seconds: float = DEFAULT_STARTUP_SECONDS
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """What a controller can know at one instant."""
+
+    backlog: float  # the truth: messages not yet processed (only the oracle uses it)
+    ready: int
+    lengths: tuple[int, ...]  # what each trigger of the rule reads
+
+
+class Controller(Protocol):
+    label: str
+
+    def due(self, now: float) -> bool:
+        """Whether to tick at `now` (the simulator asks at every event)."""
+        ...
+
+    def next_wakeup(self, now: float, backlog: float, drain: float) -> float:
+        """The next instant after `now` this controller needs an event, given the drain."""
+        ...
+
+    def tick(self, now: float, view: QueueView, current: int) -> tuple[int, str]: ...
+
+
+class PolicyController:
+    """Ours: `policy.decide` driven exactly as the engine drives it, on a simulated clock."""
+
+    label = "ours"
+
+    def __init__(self, rule: Rule, start: float = 0.0) -> None:
+        self.rule = rule
+        self.start = start
+        self.state: RuleState = initial_state(start)  # start-up counts as activity
+        self._ticks = 0
+
+    def due(self, now: float) -> bool:
+        return self.next_wakeup(now, 0.0, 0.0) <= now + _EPS
+
+    def next_wakeup(self, now: float, backlog: float, drain: float) -> float:
+        return self.start + self._ticks * self.rule.polling_interval
+
+    def tick(self, now: float, view: QueueView, current: int) -> tuple[int, str]:
+        self._ticks += 1
+        readings = [
+            Reading(t.label, length)
+            for t, length in zip(self.rule.triggers, view.lengths, strict=True)
+        ]
+        decision = decide(self.rule, readings, current, self.state, now)
+        self.state = decision.state
+        if decision.changes:
+            # As the engine: the write succeeded (it always does here), so record it.
+            self.state = decision.state.record_scale(now, current, decision.target)
+        return decision.target, decision.reason
+
+
+class KedaController:
+    """The KEDA model of the ScaledObject equivalent to the rule."""
+
+    label = MODEL_LABEL
+
+    def __init__(self, rule: Rule, start: float = 0.0) -> None:
+        self.model = KedaModel(settings_from_rule(rule), start)
+
+    def due(self, now: float) -> bool:
+        return self.model.next_tick() <= now + _EPS
+
+    def next_wakeup(self, now: float, backlog: float, drain: float) -> float:
+        return self.model.next_tick()
+
+    def tick(self, now: float, view: QueueView, current: int) -> tuple[int, str]:
+        actions = self.model.tick(now, view.lengths, current)
+        reasons = "; ".join(a.reason for a in actions if a.changes)
+        return (actions[-1].target if actions else current), reasons
+
+
+class Oracle:
+    """The rule's arithmetic on the true backlog at every instant (see the module docstring)."""
+
+    label = "oracle"
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.queue_length = min(t.queue_length for t in rule.triggers)  # the highest ask wins
+
+    def due(self, now: float) -> bool:
+        return True  # at every instant
+
+    def needed(self, backlog: float) -> int:
+        asked = math.ceil(backlog / self.queue_length - _EPS) if backlog > _EPS else 0
+        return min(max(asked, self.rule.min_replicas), self.rule.max_replicas)
+
+    def next_wakeup(self, now: float, backlog: float, drain: float) -> float:
+        """When the need falls next, at this drain rate (the backlog crosses a multiple of q)."""
+        need = self.needed(backlog)
+        if drain <= 0 or need == 0 or need - 1 < self.rule.min_replicas:
+            return math.inf
+        return now + max(backlog - (need - 1) * self.queue_length, 0.0) / drain
+
+    def tick(self, now: float, view: QueueView, current: int) -> tuple[int, str]:
+        need = self.needed(view.backlog)
+        return need, f"oracle: backlog {view.backlog:.6g} needs {need}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    time: float
+    backlog: float
+    replicas: int  # replicas asked for: starting and ready, what is paid for
+    ready: int
+
+
+@dataclass(frozen=True)
+class ScaleWrite:
+    time: float
+    current: int
+    target: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The figures of one run (docs/simulate.md defines each)."""
+
+    time_to_enough: float | None  # first message -> ready replicas >= what the backlog needs
+    peak_backlog: float
+    backlog_message_seconds: float  # the integral of the backlog: the waiting users feel
+    replica_seconds: float  # the integral of the replicas asked for: the cost
+    direction_changes: int  # an up write after a down write or the reverse: flapping
+    time_to_zero: float | None  # load over (last arrival processed) -> 0 replicas
+    scale_writes: int
+    backlog_at_end: float
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    summary: Summary
+    samples: tuple[Sample, ...]
+    writes: tuple[ScaleWrite, ...]
+
+
+@dataclass
+class _World:
+    """One controller's queue and replicas during a run."""
+
+    backlog: float = 0.0
+    pods: list[float] = field(default_factory=list)  # the time each replica is (or was) ready
+
+    def ready(self, now: float) -> int:
+        return sum(1 for ready_at in self.pods if ready_at <= now + _EPS)
+
+    def drain(self, span: float, rate: float) -> float:
+        """Process for `span` seconds at `rate` messages/s; returns the backlog's exact integral
+        over the span (linear until empty, then zero)."""
+        if rate <= 0 or self.backlog <= _EPS:
+            return self.backlog * span
+        emptied_after = self.backlog / rate
+        if emptied_after < span - _EPS:
+            area, self.backlog = self.backlog * emptied_after / 2, 0.0
+            return area
+        after = max(self.backlog - rate * span, 0.0)
+        area = (self.backlog + after) / 2 * span
+        self.backlog = after if after > _EPS else 0.0
+        return area
+
+    def resize(self, target: int, ready_at: float, now: float) -> None:
+        while len(self.pods) < target:
+            self.pods.append(ready_at)
+        if len(self.pods) > target:
+            # A ReplicaSet deletes the pods not yet ready first, the newest of them first.
+            self.pods.sort(key=lambda r: (r <= now + _EPS, -r))
+            del self.pods[: len(self.pods) - target]
+
+
+def read_lengths(rule: Rule, load: Load, now: float, backlog: float, ready: int) -> tuple[int, ...]:
+    """What each trigger reads: the backlog rounded up, per strategy, with the load's noise."""
+    total = max(math.ceil(backlog - _EPS), 0)
+    error = 0.0
+    if load.reading_noise:
+        # Seeded by the instant, so every reader at one instant sees the same error.
+        error = random.Random(f"{load.seed}:{now:.6f}").gauss(0.0, load.reading_noise)
+    lengths = []
+    for trigger in rule.triggers:
+        length = (
+            total - min(total, ready) if trigger.queue_length_strategy == "visibleOnly" else total
+        )
+        lengths.append(max(round(length * (1.0 + error)), 0))
+    return tuple(lengths)
+
+
+def simulate(
+    controller: Controller,
+    rule: Rule,
+    load: Load,
+    workers: WorkerModel | None = None,
+    initial_replicas: int = 0,
+    duration: float | None = None,
+) -> Run:
+    """Run `load` through `controller` for `duration` seconds (default: the load's)."""
+    workers = workers or WorkerModel()
+    end = load.duration if duration is None else duration
+    world = _World(pods=[0.0] * initial_replicas)
+    arrivals = load.arrivals
+    first_message = load.first_arrival
+    q = min(t.queue_length for t in rule.triggers)
+    floor = max(rule.min_replicas, 1)
+
+    def is_enough(backlog: float, ready: int) -> bool:
+        asked = math.ceil(backlog / q - _EPS) if backlog > _EPS else 0
+        return ready >= min(max(asked, floor), rule.max_replicas)
+
+    samples: list[Sample] = []
+    writes: list[ScaleWrite] = []
+    t, next_arrival, next_sample = 0.0, 0, 0
+    peak = backlog_area = replica_area = 0.0
+    enough_at = load_end = zero_at = None
+    while True:
+        while next_arrival < len(arrivals) and arrivals[next_arrival][0] <= t + _EPS:
+            world.backlog += arrivals[next_arrival][1]
+            next_arrival += 1
+        if controller.due(t):
+            ready = world.ready(t)
+            view = QueueView(
+                world.backlog, ready, read_lengths(rule, load, t, world.backlog, ready)
+            )
+            current = len(world.pods)
+            target, reason = controller.tick(t, view, current)
+            if target != current:
+                writes.append(ScaleWrite(t, current, target, reason))
+                world.resize(target, t + workers.startup_seconds, t)
+        ready = world.ready(t)
+        peak = max(peak, world.backlog)
+        waiting = first_message is not None and enough_at is None and t >= first_message - _EPS
+        if waiting and is_enough(world.backlog, ready):
+            enough_at, waiting = t, False
+        if load_end is None and next_arrival == len(arrivals) and world.backlog <= _EPS:
+            load_end = t if arrivals else None
+        if load_end is not None and zero_at is None and not world.pods:
+            zero_at = t
+        while next_sample * SAMPLE_INTERVAL <= t + _EPS:
+            samples.append(
+                Sample(next_sample * SAMPLE_INTERVAL, world.backlog, len(world.pods), ready)
+            )
+            next_sample += 1
+        if t >= end - _EPS:
+            break
+
+        drain = ready * workers.processing_rate
+        candidates = [end, next_sample * SAMPLE_INTERVAL]
+        if next_arrival < len(arrivals):
+            candidates.append(arrivals[next_arrival][0])
+        candidates.append(controller.next_wakeup(t, world.backlog, drain))
+        candidates.extend(ready_at for ready_at in world.pods if ready_at > t + _EPS)
+        if drain > 0 and world.backlog > _EPS:
+            candidates.append(t + world.backlog / drain)  # the queue empties
+            if waiting:  # the backlog falls to what the ready replicas are enough for
+                candidates.append(t + (world.backlog - ready * q) / drain)
+        following = min(c for c in candidates if c > t + _EPS)
+
+        replica_area += len(world.pods) * (following - t)
+        backlog_area += world.drain(following - t, drain)
+        t = following
+
+    return Run(
+        controller.label,
+        Summary(
+            time_to_enough=None
+            if enough_at is None or first_message is None
+            else enough_at - first_message,
+            peak_backlog=peak,
+            backlog_message_seconds=backlog_area,
+            replica_seconds=replica_area,
+            direction_changes=count_direction_changes(writes),
+            time_to_zero=None if zero_at is None or load_end is None else zero_at - load_end,
+            scale_writes=len(writes),
+            backlog_at_end=world.backlog,
+        ),
+        tuple(samples),
+        tuple(writes),
+    )
+
+
+def count_direction_changes(writes: Sequence[ScaleWrite]) -> int:
+    directions = [1 if w.target > w.current else -1 for w in writes]
+    return sum(1 for a, b in zip(directions, directions[1:], strict=False) if a != b)
+
+
+def compare_runs(
+    rule: Rule,
+    load: Load,
+    workers: WorkerModel | None = None,
+    initial_replicas: int = 0,
+    duration: float | None = None,
+) -> list[Run]:
+    """The same load under ours, the KEDA model and the oracle, in that order."""
+    controllers: list[Controller] = [PolicyController(rule), KedaController(rule), Oracle(rule)]
+    return [simulate(c, rule, load, workers, initial_replicas, duration) for c in controllers]
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}s"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+FIGURES: tuple[tuple[str, str, Callable[[Summary], str]], ...] = (
+    ("time to enough", "time from first message to enough replicas",
+     lambda s: _seconds(s.time_to_enough)),
+    ("peak backlog", "peak backlog (messages)", lambda s: _number(s.peak_backlog)),
+    ("backlog msg*s", "backlog message-seconds (the waiting)",
+     lambda s: _number(s.backlog_message_seconds)),
+    ("replica*s", "replica-seconds (the cost)", lambda s: _number(s.replica_seconds)),
+    ("dir changes", "direction changes (flapping)", lambda s: str(s.direction_changes)),
+    ("to zero", "time to zero after the load", lambda s: _seconds(s.time_to_zero)),
+    ("writes", "scale writes", lambda s: str(s.scale_writes)),
+)  # fmt: skip
+
+
+def format_summary(runs: Sequence[Run]) -> str:
+    """One column per run, one line per figure."""
+    width = max(len(long) for _, long, _ in FIGURES) + 2
+    columns = [max(len(run.label), 10) + 2 for run in runs]
+    lines = [" " * width + "".join(r.label.rjust(c) for r, c in zip(runs, columns, strict=True))]
+    for _, long, show in FIGURES:
+        cells = "".join(show(r.summary).rjust(c) for r, c in zip(runs, columns, strict=True))
+        lines.append(long.ljust(width) + cells)
+    unfinished = [r for r in runs if r.summary.backlog_at_end > _EPS]
+    for run in unfinished:
+        lines.append(
+            f"({run.label}: {run.summary.backlog_at_end:,.0f} messages still queued at the end)"
+        )
+    return "\n".join(lines)
+
+
+def format_writes(run: Run, limit: int = 12) -> str:
+    lines = [f"scale writes ({run.label}):"]
+    for write in run.writes[:limit]:
+        lines.append(
+            f"  t={write.time:7.1f}s {write.current:3d} -> {write.target:<3d} {write.reason}"
+        )
+    if len(run.writes) > limit:
+        lines.append(f"  ... and {len(run.writes) - limit} more")
+    if not run.writes:
+        lines.append("  none")
+    return "\n".join(lines)
+
+
+def describe_setup(rule: Rule, load: Load, workers: WorkerModel, duration: float) -> str:
+    return "\n".join(
+        (
+            f"rule {describe_rule(rule)}",
+            f"load {load.name}: {load.description}; {load.total_messages:,} messages in all",
+            f"workers: {workers.processing_rate:g} message/s per ready replica, ready "
+            f"{workers.startup_seconds:g}s after it is created; {duration:g}s simulated",
+        )
+    )
+
+
+def write_csv(runs: Sequence[Run], path: str | Path) -> None:
+    """One row per second: time, then backlog, replicas and ready of each run."""
+    names = [run.label.lower().replace(" ", "_") for run in runs]
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        header = ["time"]
+        for name in names:
+            header += [f"{name}_backlog", f"{name}_replicas", f"{name}_ready"]
+        writer.writerow(header)
+        for rows in zip(*(run.samples for run in runs), strict=True):
+            line = [f"{rows[0].time:g}"]
+            for sample in rows:
+                line += [f"{sample.backlog:.3f}", str(sample.replicas), str(sample.ready)]
+            writer.writerow(line)
+
+
+# ---------------------------------------------------------------------------------------------
+# `autoscaler.py simulate`
+
+
+def pick_rule(rules: Sequence[Rule], name: str | None) -> Rule:
+    if name is not None:
+        for rule in rules:
+            if rule.name == name:
+                return rule
+        known = ", ".join(r.name for r in rules) or "none"
+        raise LookupError(f"no valid rule named {name!r} (valid rules: {known})")
+    if len(rules) == 1:
+        return rules[0]
+    known = ", ".join(r.name for r in rules) or "none"
+    raise LookupError(f"choose a rule with --rule NAME (valid rules: {known})")
+
+
+def run_simulate_command(args: argparse.Namespace) -> int:
+    def fail(message: str) -> int:
+        print(f"autoscaler.py simulate: error: {message}", file=sys.stderr)
+        return EXIT_INVALID
+
+    result = load_rules(args.config)
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    try:
+        rule = pick_rule(result.rules, args.rule)
+        load = scenario(args.scenario) if args.scenario else load_trace(args.trace)
+    except (LookupError, TraceError) as exc:
+        return fail(str(exc.args[0]) if exc.args else str(exc))
+    if args.processing_rate <= 0 or args.startup_seconds < 0:
+        return fail("--processing-rate must be > 0 and --startup-seconds >= 0")
+    if args.duration is not None and args.duration <= 0:
+        return fail("--duration must be > 0")
+    workers = WorkerModel(args.processing_rate, args.startup_seconds)
+    initial = rule.min_replicas if args.initial_replicas is None else args.initial_replicas
+    duration = load.duration if args.duration is None else args.duration
+    if args.compare:
+        runs = compare_runs(rule, load, workers, initial, duration)
+    else:
+        runs = [simulate(PolicyController(rule), rule, load, workers, initial, duration)]
+
+    print(describe_setup(rule, load, workers, duration))
+    print()
+    print(format_summary(runs))
+    if args.compare:
+        print(f"\n{MODEL_LABEL}: a model built from KEDA's documented semantics, not KEDA itself;")
+        print("oracle: the rule's arithmetic on the true backlog, no polling (docs/simulate.md).")
+    print()
+    print(format_writes(runs[0]))
+    if args.csv:
+        write_csv(runs, args.csv)
+        print(f"\ntimeline written to {args.csv}")
+    if args.plot:
+        from eventscaler.compare import plot_runs
+
+        try:
+            plot_runs(runs, load, rule, workers, args.plot)
+        except ImportError as exc:  # matplotlib is a test-and-bench dependency only
+            return fail(f"--plot needs matplotlib ({exc}): pip install -r requirements-dev.txt")
+        print(f"plot written to {args.plot}")
+    return EXIT_OK
