@@ -160,7 +160,7 @@ def decide(
     idle_for = now - state.last_active
     if rule.min_replicas == 0 and not active and idle_for >= rule.cooldown_period:
         target = _apply_rate_policies(rule.behavior.scale_down, state, now, current, 0)
-        why = f"no activity for {idle_for:g}s >= cooldownPeriod {rule.cooldown_period:g}s"
+        why = f"no activity for {idle_for:.1f}s >= cooldownPeriod {rule.cooldown_period:g}s"
         if target > 0:
             why += f": scale-down policy allows {target}"
         return decision(target, STEP_TO_ZERO, why)
