@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import reprlib
 import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,12 @@ DEFAULT_CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 DEFAULT_SCALE_DOWN_STABILIZATION = 300.0
 MAX_STABILIZATION_WINDOW = 3600.0
 MAX_POLICY_PERIOD = 1800.0
+# Replica counts and HPA policy values are int32 in Kubernetes; KEDA's pollingInterval is int32
+# seconds. Larger values are errors, not requests the API server or the scheduler would refuse.
+MAX_INT32 = 2**31 - 1
+MAX_POLLING_INTERVAL = float(MAX_INT32)
+# Below this, length / queueLength can overflow a float and no replica count could be computed.
+MIN_QUEUE_LENGTH = 0.001
 
 QUEUE_LENGTH_STRATEGIES = {"all": "all", "visibleonly": "visibleOnly"}
 SELECT_POLICIES = ("Max", "Min", "Disabled")
@@ -213,8 +220,28 @@ class _Collector:
 # Small value parsers: each returns the clean value or raises ConfigError(field, message)
 
 
+class _BoundedRepr(reprlib.Repr):
+    """repr() that stays short: a YAML alias bomb (lists of aliases of lists...) shares its parts
+    when loaded, but would expand into gigabytes if printed in full."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict = 3, 6, 6
+        self.maxstring = self.maxlong = self.maxother = 200
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:
+            # Past Python's 4,300-digit str() limit (YAML's hex notation can write such a number).
+            return f"an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits"
+
+
+_SHOWN = _BoundedRepr()
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = _SHOWN.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -246,7 +273,28 @@ def _parse_int(value: Any, field: str, minimum: int) -> int:
     is_whole_number = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not is_whole_number or value < minimum:
         raise ConfigError(field, f"expected a whole number >= {minimum}, got {_show(value)}")
+    if value > MAX_INT32:
+        expected = f"expected a whole number from {minimum} to {MAX_INT32}"
+        raise ConfigError(field, f"{expected}, got {_show(value)}")
     return int(value)
+
+
+def _parse_polling_interval(value: Any, field: str = "pollingInterval") -> float:
+    seconds = parse_duration(value, field, allow_zero=False)
+    if seconds > MAX_POLLING_INTERVAL:
+        # The scheduler cannot represent a longer interval (OverflowError in timedelta).
+        message = f"expected at most {MAX_INT32} seconds, got {_show(value)}"
+        raise ConfigError(field, message)
+    return seconds
+
+
+def _parse_queue_length(value: Any, field: str) -> float:
+    length = _parse_number(value, field, positive=True)
+    if length < MIN_QUEUE_LENGTH:
+        raise ConfigError(
+            field, f"expected a number of at least {MIN_QUEUE_LENGTH:g}, got {_show(value)}"
+        )
+    return length
 
 
 def _parse_number(value: Any, field: str, positive: bool) -> float:
@@ -352,10 +400,9 @@ def parse_trigger(data: Any, field: str) -> AzureQueueTrigger:
     )
     values = {
         "queue_length": check.take(
-            _parse_number,
+            _parse_queue_length,
             data.get("queueLength", DEFAULT_QUEUE_LENGTH),
             f"{field}.queueLength",
-            True,
         ),
         "activation_queue_length": check.take(
             _parse_number,
@@ -545,10 +592,7 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
     triggers = check.take(_parse_triggers, data.get("triggers"))
     values = {
         "polling_interval": check.take(
-            parse_duration,
-            data.get("pollingInterval", DEFAULT_POLLING_INTERVAL),
-            "pollingInterval",
-            False,
+            _parse_polling_interval, data.get("pollingInterval", DEFAULT_POLLING_INTERVAL)
         ),
         "cooldown_period": check.take(
             parse_duration, data.get("cooldownPeriod", DEFAULT_COOLDOWN_PERIOD), "cooldownPeriod"
@@ -610,6 +654,10 @@ def parse_rules_text(
     except (ValueError, RecursionError) as exc:
         # safe_load raises these, not YAMLError, for e.g. `2020-13-45`, `!!int x`, deep nesting.
         return fatal("", f"not valid YAML: {exc}")
+    except Exception as exc:
+        # And its constructors fail with IndexError, KeyError or AttributeError on some explicit
+        # tags (`!!int` with no value, `!!bool x`, `!!timestamp x`): still bad content, not a bug.
+        return fatal("", f"not valid YAML: a value could not be read ({type(exc).__name__})")
     if document is None:
         return fatal("", "the file is empty: expected a mapping with a 'rules' list")
     try:
@@ -664,7 +712,7 @@ def parse_rules_text(
 
 def _check_defaults(defaults: Mapping[str, Any]) -> None:
     checks: dict[str, Callable[[Any], object]] = {
-        "pollingInterval": lambda v: parse_duration(v, "pollingInterval", allow_zero=False),
+        "pollingInterval": _parse_polling_interval,
         "cooldownPeriod": lambda v: parse_duration(v, "cooldownPeriod"),
         "minReplicas": lambda v: _parse_int(v, "minReplicas", 0),
         "maxReplicas": lambda v: _parse_int(v, "maxReplicas", 1),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -150,6 +151,17 @@ class Daemon:
         with self._lock:
             previous = self.rules
             self.rules = rules_in_force(previous, result)
+            unnamed = _unnamed_rejected_entries(result)
+            if unnamed:
+                # A rejected entry without a readable name (a misspelt `name:`) may be any rule in
+                # force: none of them stops for being absent from this file.
+                absent = sorted(previous.keys() - self.rules.keys())
+                self.rules.update((name, previous[name]) for name in absent)
+                if absent:
+                    logger.error(
+                        "rule file %s: %s rejected without a readable name: keeping %s",
+                        result.source, ", ".join(unnamed), ", ".join(absent),
+                    )  # fmt: skip
             current = dict(self.rules)
         if result.fatal:
             kept = (
@@ -245,6 +257,15 @@ class Daemon:
                 if old is None
                 else now + timedelta(seconds=rule.polling_interval),
             )
+
+
+# ConfigProblem.where of a rule entry whose name could not be read: "rules[3]", not "rules[3] (x)".
+_UNNAMED_ENTRY = re.compile(r"rules\[\d+\]")
+
+
+def _unnamed_rejected_entries(result: LoadResult) -> list[str]:
+    """The rule entries the load rejected without knowing which rule they were meant to be."""
+    return sorted({p.where for p in result.problems if _UNNAMED_ENTRY.fullmatch(p.where)})
 
 
 def _job_id(rule_name: str) -> str:

@@ -110,7 +110,10 @@ class DeploymentScaler:
             namespace,
             name,
             lambda: self._apps.read_namespaced_deployment(
-                name, namespace, _preload_content=False, _request_timeout=self._timeout
+                name,
+                namespace,
+                _preload_content=False,
+                _request_timeout=retry.call_timeout(self._timeout),
             ),
         )
         try:
@@ -142,7 +145,7 @@ class DeploymentScaler:
                 namespace,
                 {"spec": {"replicas": replicas}},
                 _content_type=MERGE_PATCH,
-                _request_timeout=self._timeout,
+                _request_timeout=retry.call_timeout(self._timeout),
             ),
         )
 

@@ -1,9 +1,9 @@
 """Retries for transient failures, bounded by the time the current tick may still use.
 
 Exponential backoff with full jitter, a server's Retry-After honoured (never beyond the budget),
-and a per-tick deadline set by the engine: a retry that would end after it is not attempted, so one
-tick never overruns its polling interval. Outside a tick (start-up, leader election) the default
-budget applies.
+and a per-tick deadline set by the engine: a retry that would end after it is not attempted, and
+`call_timeout` cuts each call's own timeout to it, so one tick never overruns its polling interval.
+Outside a tick (start-up, leader election) the default budget applies.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 DEFAULT_BUDGET_SECONDS = 10.0
+MIN_CALL_TIMEOUT_SECONDS = 0.25
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
 
 
@@ -51,6 +52,17 @@ def remaining() -> float:
     if deadline is None:
         return DEFAULT_BUDGET_SECONDS
     return deadline - time.monotonic()
+
+
+def call_timeout(limit: float) -> float:
+    """The timeout of one outside call: `limit`, cut to what the current tick has left, so a
+    server that answers slowly cannot stretch a tick past its polling interval either. Never
+    below MIN_CALL_TIMEOUT_SECONDS (a write decided late in a tick still gets a fair chance);
+    outside a tick, `limit` itself."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return limit
+    return min(limit, max(MIN_CALL_TIMEOUT_SECONDS, deadline - time.monotonic()))
 
 
 def call(

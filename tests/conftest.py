@@ -46,3 +46,14 @@ def write_rules(path: Path, rules: list[dict[str, Any]], **defaults: Any) -> Pat
         document["defaults"] = defaults
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's figures (FIGURES of tests/test_faults.py), one line per fault."""
+    import sys
+
+    figures = getattr(sys.modules.get("tests.test_faults"), "FIGURES", None)
+    if figures:
+        terminalreporter.section("fault injection figures")
+        for line in figures:
+            terminalreporter.write_line(line)

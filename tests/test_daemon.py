@@ -10,9 +10,10 @@ Scenarios covered:
 - rules_in_force: a fatal result keeps every previous rule; a rejected rule keeps its last good
   version; a rejected new rule and a rule no longer in the file do not run
 - Daemon.apply: keeps the last good rules on a fatal result and logs so; keeps a rejected rule's
-  last good version; logs added / changed / removed rules; sets health; drops the engine state
-  of gone rules only; tells the listener about failures, the rules in force and the series gone
-  (a rule whose target changed included)
+  last good version; a rejected entry with no readable name stops no rule in force; logs added /
+  changed / removed rules; sets health; drops the engine state of gone rules only; tells the
+  listener about failures, the rules in force and the series gone (a rule whose target changed
+  included)
 - Daemon.reload reports leadership each time and applies only a changed file; tick() runs only
   known rules, only when leader; run_once evaluates every rule
 """
@@ -415,10 +416,18 @@ def test_apply_without_a_listener(tmp_path: Path) -> None:
     assert list(daemon.rules) == ["a"]
 
 
-def test_a_rule_with_a_problem_and_no_name_keeps_nothing(tmp_path: Path) -> None:
+def test_a_rejected_rule_with_no_readable_name_keeps_the_rules_in_force(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     daemon, _, _ = make_daemon(tmp_path)
-    daemon.apply(load(rule_entry("a")))
+    daemon.apply(load(rule_entry("a"), rule_entry("b")))
+    good = dict(daemon.rules)
     nameless = rule_entry("a")
-    del nameless["name"]
-    daemon.apply(load(nameless))
-    assert daemon.rules == {}  # "a" is no longer named in the file: it stops
+    nameless["nmae"] = nameless.pop("name")  # a typo: the entry may be any rule in force
+    with caplog.at_level(logging.ERROR, logger="eventscaler.daemon"):
+        daemon.apply(load(nameless, rule_entry("b", maxReplicas=7)))
+    assert daemon.rules["a"] is good["a"]  # not stopped by a bad edit
+    assert daemon.rules["b"].max_replicas == 7  # the valid rules of the file apply
+    assert "rules[0] rejected without a readable name: keeping a" in caplog.text
+    daemon.apply(load(rule_entry("b")))  # once the file is valid, a rule it omits stops
+    assert list(daemon.rules) == ["b"]

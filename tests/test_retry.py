@@ -5,7 +5,8 @@ Scenarios:
 - the number of attempts is bounded; the waits grow and are jittered;
 - Retry-After is honoured; a wait that would overrun the tick's budget is not taken;
 - the Kubernetes adapter against the test server: 500s and dropped connections are retried, a 429
-  waits its Retry-After, 404 and 403 are not retried, and a budget bounds the whole call.
+  waits its Retry-After, 404 and 403 are not retried, and a budget bounds the whole call, a
+  slow server's included (each call's timeout is cut to the budget left).
 """
 
 from __future__ import annotations
@@ -153,3 +154,25 @@ def test_a_budget_bounds_a_failing_call(
         scaler.read("default", "web")
     assert time.monotonic() - started < 1.0
     assert failed.value.status == 503
+
+
+def test_a_call_timeout_is_cut_to_the_budget_left() -> None:
+    assert retry.call_timeout(10.0) == 10.0  # outside a tick: the limit itself
+    with retry.budget(3.0):
+        assert 2.9 < retry.call_timeout(10.0) <= 3.0
+        assert retry.call_timeout(1.0) == 1.0
+    with retry.budget(-1.0):  # spent: still a fair chance, not a zero timeout
+        assert retry.call_timeout(10.0) == retry.MIN_CALL_TIMEOUT_SECONDS
+        assert retry.call_timeout(0.1) == 0.1
+
+
+def test_a_slow_server_cannot_stretch_a_call_past_the_budget(
+    kube: tuple[KubeApiServer, Path], scaler: DeploymentScaler
+) -> None:
+    server, _ = kube
+    server.inject_fault(r"/deployments/web$", status=None, delay=3)  # the scaler's timeout is 2 s
+    started = time.monotonic()
+    with retry.budget(0.5), pytest.raises(KubeError) as failed:
+        scaler.read("default", "web")
+    assert time.monotonic() - started < 1.0
+    assert failed.value.reason == "Unreachable"

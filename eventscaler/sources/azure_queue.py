@@ -180,11 +180,15 @@ class AzureQueueSource:
         queue = self._get_queue_client(trigger)
 
         def count_messages() -> int | None:
+            # Each call's timeout is cut to what the tick has left: a frozen service must not
+            # stretch a tick past its polling interval.
+            t = retry.call_timeout(self._timeout_seconds)
+            timeouts = {"connection_timeout": t, "read_timeout": t}
             if strategy == STRATEGY_VISIBLE_ONLY:
-                peeked = queue.peek_messages(max_messages=PEEK_LIMIT)
+                peeked = queue.peek_messages(max_messages=PEEK_LIMIT, **timeouts)
                 if len(peeked) < PEEK_LIMIT:
                     return len(peeked)
-            return queue.get_queue_properties().approximate_message_count
+            return queue.get_queue_properties(**timeouts).approximate_message_count
 
         try:
             count = retry.call(count_messages, transient_failure)
