@@ -1,0 +1,122 @@
+"""Checks of the benchmark's own arithmetic: `.venv/bin/python -m pytest bench/`.
+
+Not part of `make test` (pyproject's testpaths is `tests/`). Covered: polling cycles from request
+times (one read per tick, several reads per tick, a missing rule), the nearest-rank percentile,
+/proc parsing, py-spy's collapsed stacks summed by activity, `-X importtime` sums, the table and
+the target verdicts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench.daemon import polling_cycles
+from bench.procstat import read_cpu_seconds, read_rss_bytes, read_system_busy_seconds
+from bench.profile import import_times, read_collapsed, summarize
+from bench.run import percentile, table, targets
+
+
+def test_cycles_line_up_the_kth_tick_of_every_rule() -> None:
+    gets = {"a": [10.0, 15.0, 20.0], "b": [10.4, 15.3, 20.2]}
+    cycles = polling_cycles(gets, ["a", "b"], interval=5.0)
+    assert [(c.first, c.last, c.rules) for c in cycles] == [
+        (10.0, 10.4, 2),
+        (15.0, 15.3, 2),
+        (20.0, 20.2, 2),
+    ]
+    assert abs(cycles[0].span - 0.4) < 1e-9
+
+
+def test_reads_close_together_are_one_tick_of_that_rule() -> None:
+    # A tick that reads twice (a 409 re-read) stays one tick, ending at its last read.
+    gets = {"a": [10.0, 10.1, 15.0], "b": [10.2, 15.1]}
+    cycles = polling_cycles(gets, ["a", "b"], interval=5.0)
+    assert [(c.first, c.last) for c in cycles] == [(10.0, 10.2), (15.0, 15.1)]
+
+
+def test_a_rule_that_never_read_is_missing_from_its_cycles() -> None:
+    cycles = polling_cycles({"a": [1.0, 6.0]}, ["a", "b"], interval=5.0)
+    assert [c.rules for c in cycles] == [1, 1]
+
+
+def test_nearest_rank_percentile() -> None:
+    values = [float(i) for i in range(1, 21)]
+    assert percentile(values, 0.95) == 19.0
+    assert percentile(values, 0.5) == 10.0
+    assert percentile([3.0], 0.95) == 3.0
+
+
+def test_proc_readers_see_this_process() -> None:
+    assert (read_rss_bytes(os.getpid()) or 0) > 1024 * 1024
+    assert (read_cpu_seconds(os.getpid()) or 0) > 0
+    assert read_system_busy_seconds() > 0
+    assert read_rss_bytes(2**22 + 12345) is None  # beyond pid_max: no such process
+
+
+def test_collapsed_stacks_summed_by_activity(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "run (apscheduler/executors/base.py);read_length (eventscaler/sources/azure_queue.py);"
+        "send (requests/sessions.py) 6\n"
+        "run (apscheduler/executors/base.py);read (eventscaler/kube.py);"
+        "call_api (kubernetes/client/api_client.py);read (ssl.py) 3\n"
+        "decide (eventscaler/policy.py) 1\n"
+    )
+    summary = summarize(read_collapsed(raw))
+    shares = {a["what"]: a["share"] for a in summary["activities"]}
+    assert summary["samples"] == 10
+    assert shares["azure queue read (azure SDK)"] == 0.6
+    assert shares["kubernetes client"] == 0.3
+    assert shares["TLS (ssl)"] == 0.3
+    assert shares["scheduler (apscheduler)"] == 0.9
+    assert shares["decision (policy.py)"] == 0.1
+    assert summary["self"][0] == {
+        "what": "send (requests/sessions.py)",
+        "samples": 6,
+        "share": 0.6,
+    }
+
+
+def test_import_times_by_package() -> None:
+    text = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:      1000 |       1000 |   yaml.reader\n"
+        "import time:      2000 |       3000 | yaml\n"
+        "import time:    500000 |     500000 | kubernetes\n"
+        "something else\n"
+    )
+    result = import_times(text)
+    assert result["total_s"] == 0.503
+    assert result["by_package_s"] == {"kubernetes": 0.5, "yaml": 0.003}
+
+
+def test_table_and_targets() -> None:
+    results = [
+        {"rules": 0, "rss_mib": 60.0, "startup_rules_loaded_s": 0.9},
+        {
+            "rules": 1000,
+            "tick_s": 2.0,
+            "tick_max_s": 2.2,
+            "bare_s": 1.0,
+            "ratio": 2.0,
+            "reaction": {"median_s": 2.5, "p95_s": 5.2},
+            "rss_mib": 90.0,
+            "cpu_s_per_tick": 1.5,
+            "reads_per_rule_per_tick": 1.0,
+            "writes_per_tick": 0.0,
+            "startup_first_decision_s": 1.2,
+        },
+    ]
+    text = table(results)
+    assert text.splitlines()[0].startswith("| rules | tick s | bare s | ratio |")
+    assert "|  1000 |  2.000 |  1.000 |  2.00 |" in text
+    verdicts = {t["target"]: t for t in targets(results, 5.0)}
+    assert not verdicts["tick/bare ratio at 1000 rules"]["met"]
+    assert verdicts["tick/bare ratio at 1000 rules"]["missed_by"] == "0.75 (60%)"
+    assert verdicts["reaction p95 at 1000 rules"]["met"]
+    assert verdicts["RSS at 1000 rules"]["met"]
+    assert verdicts["writes per quiet tick at 1000 rules"]["met"]
+    results[1]["writes_per_tick"] = 2.0
+    verdicts = {t["target"]: t for t in targets(results, 5.0)}
+    assert verdicts["writes per quiet tick at 1000 rules"]["missed_by"] == "2"
