@@ -909,7 +909,7 @@ def test_one_credential_per_process_built_lazily_and_once(
         built.append(FakeCredential())
         return built[-1]
 
-    monkeypatch.setattr(azure_queue, "DefaultAzureCredential", default_azure_credential)
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential", default_azure_credential)
     queue = new_queue(https_azurite, messages=3)
     sources = [
         AzureQueueSource(

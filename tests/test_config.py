@@ -584,3 +584,17 @@ def test_config_example_loads_without_problems() -> None:
     assert not result.fatal
     assert result.ok, problem_lines(result)
     assert result.rules
+
+
+def test_an_alias_bomb_is_rejected_quickly() -> None:
+    """Aliases shared 10^8 times are walked once, not expanded (libyaml builds them shared)."""
+    import time
+
+    levels = "abcdefgh"
+    lines = ["rules:", "  - name: x", "    deployment: x", "    triggers:", "      - &a [x, x, x]"]
+    for prev, name in zip(levels, levels[1:], strict=False):
+        lines.append(f"      - &{name} [{', '.join(['*' + prev] * 10)}]")
+    started = time.monotonic()
+    result = parse_rules_text("\n".join(lines) + "\n", "bomb.yaml")
+    assert time.monotonic() - started < 2
+    assert result.problems and not result.rules

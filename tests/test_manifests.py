@@ -533,8 +533,8 @@ def test_autoscaler_runs_one_replica_recreated() -> None:
 def test_autoscaler_resources() -> None:
     resources = the_container(autoscaler_deployment())["resources"]
     assert resources == {
-        "requests": {"cpu": "50m", "memory": "64Mi"},
-        "limits": {"cpu": "500m", "memory": "128Mi"},
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"cpu": "1", "memory": "192Mi"},
     }
 
 
