@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite-queue
 CONFIG ?= config.example.yaml
 
-.PHONY: install run demo test bench compare lint fmt clean
+.PHONY: install run demo test bench compare lint fmt clean soak
 
 install: $(VENV_STAMP) $(AZURITE) ## virtual environment and test tools
 
@@ -32,6 +32,9 @@ test: $(VENV_STAMP) $(AZURITE) ## unit and end-to-end tests (E2E_KUBECONFIG=... 
 
 bench: $(VENV_STAMP) $(AZURITE) ## issue 6's benchmark, a few minutes; BENCH_ARGS="--help" for options
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+soak: $(VENV_STAMP) $(AZURITE) ## hundreds of rules on changing queues for a while; SOAK_ARGS="--minutes 30"
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 compare: $(VENV_STAMP) ## every scenario: ours vs the KEDA model vs the oracle; plots in build/compare
 	$(PY) -m eventscaler.compare

@@ -154,11 +154,13 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         location = ".".join(part for part in (self.where, self.field) if part)
-        return (
+        text = (
             f"{self.source}: {location}: {self.message}"
             if location
             else (f"{self.source}: {self.message}")
         )
+        # Names and keys come from the file: a newline in one must not forge a log line.
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass(frozen=True)

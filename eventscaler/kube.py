@@ -168,7 +168,7 @@ class DeploymentScaler:
             raise _api_error(verb, namespace, name, exc) from None
         except urllib3.exceptions.HTTPError as exc:
             raise KubeError(
-                "Unreachable", f"cannot {verb} {namespace}/{name} scale: {type(exc).__name__}"
+                "Unreachable", f"cannot {verb} {namespace}/{name}: {type(exc).__name__}"
             ) from None
 
 
@@ -261,9 +261,7 @@ def _api_error(verb: str, namespace: str, name: str, exc: ApiException) -> KubeE
         status, exc.reason or "Error"
     )
     detail = message or exc.reason or "no details"
-    return KubeError(
-        reason, f"{verb} {namespace}/{name} scale: {status} {reason}: {detail}", status
-    )
+    return KubeError(reason, f"{verb} {namespace}/{name}: {status} {reason}: {detail}", status)
 
 
 @dataclass(frozen=True)
@@ -344,7 +342,7 @@ class LeaseClient:
 
 def _lease_error(verb: str, namespace: str, name: str, exc: ApiException) -> KubeError:
     error = _api_error(verb, namespace, name, exc)
-    return KubeError(error.reason, str(error).replace(" scale:", " lease:"), error.status)
+    return KubeError(error.reason, f"lease: {error}", error.status)
 
 
 def _microtime(value: Any) -> str | None:

@@ -598,3 +598,11 @@ def test_an_alias_bomb_is_rejected_quickly() -> None:
     result = parse_rules_text("\n".join(lines) + "\n", "bomb.yaml")
     assert time.monotonic() - started < 2
     assert result.problems and not result.rules
+
+
+def test_a_problem_cannot_forge_a_log_line() -> None:
+    text = 'rules:\n  - name: "ok\\nERROR forged line"\n    deployment: x\n    "bad\\nkey": 1\n'
+    result = parse_rules_text(text, "rules.yaml")
+    assert result.problems
+    for problem in result.problems:
+        assert "\n" not in str(problem) and "\\n" in str(problem)
