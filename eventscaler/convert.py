@@ -55,16 +55,8 @@ SPEC_FIELDS = {
     "triggers",
 }
 TRIGGER_KEYS = {"type", "name", "metadata", "authenticationRef", "metricType", "useCachedMetrics"}
-AZURE_QUEUE_METADATA = {
-    "queueName",
-    "queueLength",
-    "activationQueueLength",
-    "queueLengthStrategy",
-    "connectionFromEnv",
-    "accountName",
-    "cloud",
-    "endpointSuffix",
-}
+# KEDA's azure-queue metadata keys are the rule file's trigger fields (same names, same meaning).
+AZURE_QUEUE_METADATA = config.TRIGGER_FIELDS - {"type", "name"}
 BEHAVIOR_RULE_FIELDS = ("stabilizationWindowSeconds", "selectPolicy", "policies")
 PAUSE_ANNOTATIONS = ("autoscaling.keda.sh/paused", "autoscaling.keda.sh/paused-replicas")
 HPA_ANNOTATIONS = (

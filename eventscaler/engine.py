@@ -267,21 +267,16 @@ class _RuleLog:
         )
 
     def scaled(self, decision: Decision) -> None:
-        logger.info(
-            "%s: scaled %d -> %d (rule %s [%s]: %s)",
-            self._rule.target,
-            decision.current,
-            decision.target,
-            self._rule.name,
-            decision.step,
-            decision.reason,
-            extra=self._with(decision),
-        )
+        self._write_line("scaled", decision)
 
     def would_scale(self, decision: Decision) -> None:
+        self._write_line("dry-run: would scale", decision)
+
+    def _write_line(self, what: str, decision: Decision) -> None:
         logger.info(
-            "%s: dry-run: would scale %d -> %d (rule %s [%s]: %s)",
+            "%s: %s %d -> %d (rule %s [%s]: %s)",
             self._rule.target,
+            what,
             decision.current,
             decision.target,
             self._rule.name,
