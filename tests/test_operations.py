@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,23 +26,21 @@ from tests.conftest import write_rules
 from tests.support.azurite import Azurite
 from tests.support.cluster import Cluster, wait_for
 from tests.support.daemon_process import DaemonProcess, run_command
+from tests.test_cluster_features import get, health_port, start_daemon
 from tests.test_e2e import POLL, rule
 
 pytestmark = pytest.mark.e2e
 
 
-def start(cluster: Cluster, azurite: Azurite, rules: Path, *extra: str) -> DaemonProcess:
-    return DaemonProcess(
-        ["run", "--config", str(rules), "--kubeconfig", str(cluster.daemon_kubeconfig),
-         "--reload-interval", "0.3", "--health-port", "0", "--log-level", "DEBUG", *extra],
-        env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string},
-    )  # fmt: skip
+def start(cluster: Cluster, azurite: Azurite, rules: Path) -> DaemonProcess:
+    """The daemon with its health port, at DEBUG so every decision's step is in the log."""
+    return start_daemon(cluster, azurite, rules, "--log-level", "DEBUG")
 
 
 def http_get(proc: DaemonProcess, path: str) -> str:
-    port = int(proc.wait_for_output(r"health endpoints on port (\d+)")[1])
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-        return response.read().decode()
+    status, body = get(health_port(proc), path)
+    assert status == 200, body
+    return body
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
