@@ -130,9 +130,6 @@ class DeploymentScaler:
                 "BadResponse", f"get {namespace}/{name}: unreadable reply: {exc}"
             ) from None
 
-    def read_replicas(self, namespace: str, name: str) -> int:
-        return self.read(namespace, name).replicas
-
     def set_replicas(self, namespace: str, name: str, replicas: int) -> None:
         # A merge patch of spec.replicas alone: no resourceVersion, so the deployment controller's
         # own status updates between our read and write cannot make it fail with 409.
