@@ -146,13 +146,15 @@ class Parts:
             build_api_client,
         )
         from eventscaler.metrics import Metrics
-        from eventscaler.sources.azure_queue import AzureQueueSource
+        from eventscaler.sources.base import SourceOptions
+        from eventscaler.sources.pool import SourcePool
         from eventscaler.status import StatusBoard
 
         self.access = ClusterAccess(args.kubeconfig, args.context)
         self.api_client = build_api_client(self.access, pool_size=args.workers)
         self.identity = replica_identity(args)
-        self.source = AzureQueueSource(timeout_seconds=args.queue_timeout, pool_size=args.workers)
+        options = SourceOptions(timeout_seconds=args.queue_timeout, pool_size=args.workers)
+        self.source = SourcePool(options)
         self.scaler = DeploymentScaler(self.api_client, timeout_seconds=args.api_timeout)
         self.metrics = Metrics()
         self.board = StatusBoard()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ RUN_FLAGS = (
     Flag("--workers", "AUTOSCALER_WORKERS", str(DEFAULT_WORKERS),
          "rules evaluated at the same time", "int"),
     Flag("--queue-timeout", "AUTOSCALER_QUEUE_TIMEOUT", "5",
-         "seconds before a queue read gives up", "float"),
+         "seconds before a source read (queue, query...) gives up", "float"),
     Flag("--api-timeout", "AUTOSCALER_API_TIMEOUT", "10",
          "seconds before a Kubernetes API call gives up", "float"),
     Flag("--health-host", "AUTOSCALER_HEALTH_HOST", "127.0.0.1",
@@ -74,8 +75,9 @@ class UsageError(Exception):
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoscaler.py",
-        description="Event-driven autoscaler for Kubernetes Deployments: scales on queue length, "
-        "to and from zero, through the scale subresource. `run` is the default command.",
+        description="Event-driven autoscaler for Kubernetes workloads: scales on event sources "
+        "(queues, lag, queries), to and from zero, through the scale subresource. `run` is the "
+        "default command.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(
@@ -89,7 +91,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         _add_flag(run, flag, environ)
     status = commands.add_parser(
         "status",
-        help="a table of every rule: replicas, queues, cooldown, last scale, reason, errors",
+        help="a table of every rule: replicas, trigger values, cooldown, last scale, reason, error",
         description="Show what every rule is doing and why. Reads the running daemon's /status "
         "(--url); when no daemon answers, evaluates every rule once in dry-run instead.",
     )
@@ -179,7 +181,7 @@ def _add_flag(parser: argparse.ArgumentParser, flag: Flag, environ: Mapping[str,
         default=raw,
         choices=flag.choices or None,
         help=f"{flag.help} {shown}",
-        type=lambda value, f=flag: _convert(value, f),
+        type=functools.partial(_convert, flag=flag),
     )
 
 

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from eventscaler.config import AzureQueueTrigger, Rule, load_rules
+from eventscaler.config import load_rules, parse_rules_text
 from eventscaler.keda_model import MODEL_LABEL
-from eventscaler.scenarios import SCENARIOS, Load, scenario
+from eventscaler.plots import CAPTION, plot_runs
+from eventscaler.scenarios import DEFAULT_RULE_TEXT, SCENARIOS, Load, scenario
 from eventscaler.simulate import (
     DEFAULT_PROCESSING_RATE,
     DEFAULT_STARTUP_SECONDS,
@@ -34,22 +35,7 @@ from eventscaler.simulate import (
 )
 
 DEFAULT_OUT = "build/compare"
-DEFAULT_RULE = Rule(
-    name="hello-keda",
-    namespace="default",
-    deployment="hello-keda",
-    triggers=(AzureQueueTrigger("js-queue-items", queue_length=5.0),),
-    min_replicas=0,
-    max_replicas=20,
-    polling_interval=30.0,
-    cooldown_period=300.0,
-)
-COLORS = {"ours": "#1f6fb4", MODEL_LABEL: "#d1495b", "oracle": "#8a8a8a"}
-CAPTION = f"{MODEL_LABEL}: built from KEDA's documented semantics, not KEDA itself"
-LEGEND = {
-    MODEL_LABEL: f"{MODEL_LABEL} (from documented semantics, not KEDA itself)",
-    "oracle": "oracle (ideal: no polling, no cooldown)",
-}
+DEFAULT_RULE = parse_rules_text(DEFAULT_RULE_TEXT, "the built-in comparison rule").rules[0]
 
 
 def format_table(results: Sequence[tuple[Load, Sequence[Run]]], markdown: bool = False) -> str:
@@ -77,55 +63,6 @@ def format_table(results: Sequence[tuple[Load, Sequence[Run]]], markdown: bool =
             lines.append("")
         lines.append(line(row))
     return "\n".join(lines)
-
-
-def plot_runs(
-    runs: Sequence[Run], load: Load, rule: Rule, workers: WorkerModel, path: str | Path
-) -> None:
-    """Backlog (top) and replicas (bottom) over time, one line per run, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (top, bottom) = plt.subplots(
-        2, 1, sharex=True, figsize=(8.0, 5.4), dpi=90, height_ratios=(3, 2), layout="constrained"
-    )
-    # The story is in the writes: stop a little after the last one rather than show a flat tail.
-    last_write = max((w.time for run in runs for w in run.writes), default=load.duration)
-    right = min(load.duration, max(last_write * 1.08 + 20.0, 60.0))
-    for run in runs:
-        color = COLORS.get(run.label)
-        width = 1.2 if run.label == "oracle" else 2.0
-        style = ":" if run.label == "oracle" else "-"
-        times = [s.time for s in run.samples]
-        label = LEGEND.get(run.label, run.label)
-        top.plot(times, [s.backlog for s in run.samples], style, color=color, lw=width, label=label)
-        bottom.step(
-            times, [s.replicas for s in run.samples], style, where="post", color=color, lw=width
-        )
-    top.set_ylabel("backlog (messages)")
-    bottom.set_ylabel("replicas")
-    bottom.set_xlabel("time (s)")
-    bottom.set_ylim(bottom=0, top=rule.max_replicas * 1.12 + 0.5)
-    top.set_ylim(bottom=0)
-    top.set_xlim(0, right)
-    for axes in (top, bottom):
-        axes.grid(True, color="#e4e4e4", lw=0.8)
-        axes.spines[["top", "right"]].set_visible(False)
-    top.legend(loc="best", frameon=False, fontsize=9)
-    top.set_title(f"{load.name}: {load.description}", fontsize=10, loc="left")
-    bottom.set_title(
-        f"rule {rule.name}: {rule.min_replicas}..{rule.max_replicas} replicas, "
-        f"{rule.triggers[0].queue_length:g} messages/replica, poll every "
-        f"{rule.polling_interval:g}s, cooldown {rule.cooldown_period:g}s;  workers: "
-        f"{workers.processing_rate:g} msg/s each, ready after {workers.startup_seconds:g}s",
-        fontsize=8,
-        loc="left",
-        color="#555555",
-    )
-    figure.savefig(path)
-    plt.close(figure)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"rule {rule.name}: {rule.min_replicas}..{rule.max_replicas} replicas, target "
-        f"{rule.triggers[0].queue_length:g} messages/replica, pollingInterval "
+        f"{rule.triggers[0].target:g} messages/replica, pollingInterval "
         f"{rule.polling_interval:g}s, cooldownPeriod {rule.cooldown_period:g}s; workers: "
         f"{workers.processing_rate:g} message/s per ready replica, ready "
         f"{workers.startup_seconds:g}s after creation"

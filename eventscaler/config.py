@@ -8,10 +8,7 @@ and then the caller keeps the rules it had.
 from __future__ import annotations
 
 import difflib
-import math
 import re
-import reprlib
-import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,72 +16,55 @@ from typing import Any
 
 import yaml
 
+from eventscaler import sources
+from eventscaler.fields import (
+    MAX_INT32,
+    NAME,
+    Collector,
+    ConfigError,
+    ConfigErrors,
+    check_mapping,
+    choices,
+    parse_choice,
+    parse_duration,
+    parse_int,
+    parse_number,
+    parse_str,
+    required,
+    show,
+)
+from eventscaler.formula import Formula, FormulaError, compile_formula
+from eventscaler.triggers import AVERAGE_VALUE, METRIC_TYPES, Trigger
+
 # KEDA's ScaledObject defaults, so a migrated rule behaves the same when a field is left out.
 DEFAULT_POLLING_INTERVAL = 30.0
 DEFAULT_COOLDOWN_PERIOD = 300.0
 DEFAULT_MIN_REPLICAS = 0
 DEFAULT_MAX_REPLICAS = 100
 DEFAULT_TOLERANCE = 0.1
-DEFAULT_QUEUE_LENGTH = 5.0
-DEFAULT_CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 # The HPA's default scale-down stabilization; scale-up is immediate unless the user limits it.
 DEFAULT_SCALE_DOWN_STABILIZATION = 300.0
 MAX_STABILIZATION_WINDOW = 3600.0
 MAX_POLICY_PERIOD = 1800.0
-# Replica counts and HPA policy values are int32 in Kubernetes; KEDA's pollingInterval is int32
-# seconds. Larger values are errors, not requests the API server or the scheduler would refuse.
-MAX_INT32 = 2**31 - 1
 MAX_POLLING_INTERVAL = float(MAX_INT32)
-# Below this, length / queueLength can overflow a float and no replica count could be computed.
-MIN_QUEUE_LENGTH = 0.001
+# Below this, value / target can overflow a float and no replica count could be computed.
+MIN_TARGET = 0.001
 
-QUEUE_LENGTH_STRATEGIES = {"all": "all", "visibleonly": "visibleOnly"}
 SELECT_POLICIES = ("Max", "Min", "Disabled")
 POLICY_TYPES = ("Pods", "Percent")
+# A trigger's fields that every source type has; the rest come from the source's field table.
+GENERIC_TRIGGER_FIELDS = {"type", "name", "metricType"}
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
-_RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_AZURE_QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_RULE_NAME = NAME
+_ANY_TEXT = re.compile(r"^(?=.*\S)[^\x00-\x1f]{1,1000}$")
 
 
 # ---------------------------------------------------------------------------------------------
 # The records
-
-
-@dataclass(frozen=True)
-class AzureQueueTrigger:
-    """One `type: azure-queue` trigger of a rule (field names follow KEDA's trigger metadata)."""
-
-    queue_name: str
-    queue_length: float = DEFAULT_QUEUE_LENGTH
-    activation_queue_length: float = 0.0
-    queue_length_strategy: str = "all"  # "all" or "visibleOnly"
-    connection_from_env: str = DEFAULT_CONNECTION_ENV  # "" when account_name is used instead
-    name: str = ""  # for logs; defaults to the queue name
-    # Azure AD authentication instead of a connection string (KEDA's `accountName` + `cloud`).
-    account_name: str = ""
-    cloud: str = "AzurePublicCloud"
-    endpoint_suffix: str = ""  # required with cloud "Private"
-
-    @property
-    def uses_identity(self) -> bool:
-        return bool(self.account_name)
-
-    @property
-    def credential_source(self) -> str:
-        """Where the credential comes from, safe to log: never the secret itself."""
-        if self.uses_identity:
-            return f"account {self.account_name} with Azure AD (DefaultAzureCredential)"
-        return f"connection string from env {self.connection_from_env}"
-
-    @property
-    def label(self) -> str:
-        return self.name or self.queue_name
 
 
 @dataclass(frozen=True)
@@ -122,13 +102,28 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class ScalingModifiers:
+    """KEDA's `advanced.scalingModifiers`: one value computed from the named triggers decides."""
+
+    formula: str  # as written, e.g. "(orders + returns) / 2"
+    target: float
+    activation: float = 0.0
+    metric_type: str = AVERAGE_VALUE
+    compiled: Formula | None = field(default=None, compare=False, repr=False)
+
+    def as_trigger(self) -> Trigger:
+        """The composite as the decision sees it: one trigger named `formula`."""
+        return Trigger("formula", "formula", None, self.target, self.activation, self.metric_type)
+
+
+@dataclass(frozen=True)
 class Rule:
-    """One Deployment scaled on one or more queues."""
+    """One workload scaled on one or more triggers."""
 
     name: str
     namespace: str
     deployment: str
-    triggers: tuple[AzureQueueTrigger, ...]
+    triggers: tuple[Trigger, ...]
     min_replicas: int = DEFAULT_MIN_REPLICAS
     max_replicas: int = DEFAULT_MAX_REPLICAS
     polling_interval: float = DEFAULT_POLLING_INTERVAL
@@ -136,6 +131,7 @@ class Rule:
     tolerance: float = DEFAULT_TOLERANCE
     behavior: Behavior = field(default_factory=Behavior)
     fallback: Fallback | None = None
+    scaling_modifiers: ScalingModifiers | None = None
 
     @property
     def target(self) -> str:
@@ -148,7 +144,7 @@ class ConfigProblem:
 
     source: str
     where: str  # "rules[2] (hello-keda)", "defaults", or "" for the file itself
-    field: str  # dotted path inside `where`, e.g. "triggers[0].queueLength"
+    field: str  # dotted path inside `where`, e.g. "triggers[0].queueName"
     message: str  # "expected a positive number, got 'ten'"
     rule_name: str | None = None  # the rule left out because of this problem, when named
 
@@ -181,193 +177,18 @@ class LoadResult:
         return {p.rule_name for p in self.problems if p.rule_name}
 
 
-class ConfigError(Exception):
-    """A field's value is wrong; `field` is its dotted path within the rule or section."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-class ConfigErrors(Exception):
-    """Several fields of one rule are wrong: all are reported at once, not one per edit."""
-
-    def __init__(self, errors: list[ConfigError]) -> None:
-        super().__init__("; ".join(e.message for e in errors))
-        self.errors = errors
-
-
-class _Collector:
-    """Runs field parsers, keeping every error instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.errors: list[ConfigError] = []
-
-    def take(self, parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return parse(*args, **kwargs)
-        except ConfigError as exc:
-            self.errors.append(exc)
-        except ConfigErrors as exc:
-            self.errors.extend(exc.errors)
-        return None
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise ConfigErrors(self.errors)
-
-
-# ---------------------------------------------------------------------------------------------
-# Small value parsers: each returns the clean value or raises ConfigError(field, message)
-
-
-class _BoundedRepr(reprlib.Repr):
-    """repr() that stays short: a YAML alias bomb (lists of aliases of lists...) shares its parts
-    when loaded, but would expand into gigabytes if printed in full."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel, self.maxlist, self.maxdict = 3, 6, 6
-        self.maxstring = self.maxlong = self.maxother = 200
-
-    def repr_int(self, x: int, level: int) -> str:
-        try:
-            return super().repr_int(x, level)
-        except ValueError:
-            # Past Python's 4,300-digit str() limit (YAML's hex notation can write such a number).
-            return f"an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits"
-
-
-_SHOWN = _BoundedRepr()
-
-
-def _show(value: Any) -> str:
-    text = _SHOWN.repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def parse_duration(value: Any, field: str, allow_zero: bool = True) -> float:
-    """Seconds from a number or a string like "30", "30s", "5m", "1h30m", "500ms"."""
-    expected = "expected a duration (seconds, or a string like '30s', '5m', '1h30m')"
-    seconds: float | None = None
-    # `abs(value) <= max` rejects NaN and infinities, and a YAML integer too large for a float.
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value) if abs(value) <= sys.float_info.max else None
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if parts and "".join(n + u for n, u in parts) == text:
-                unit_seconds = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-                seconds = sum(float(n) * unit_seconds[u] for n, u in parts)
-    if seconds is None or not math.isfinite(seconds):
-        raise ConfigError(field, f"{expected}, got {_show(value)}")
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        bound = "zero or more" if allow_zero else "more than zero"
-        raise ConfigError(field, f"expected a duration of {bound} seconds, got {_show(value)}")
-    return seconds
-
-
-def _parse_int(value: Any, field: str, minimum: int) -> int:
-    is_whole_number = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    if isinstance(value, bool) or not is_whole_number or value < minimum:
-        raise ConfigError(field, f"expected a whole number >= {minimum}, got {_show(value)}")
-    if value > MAX_INT32:
-        expected = f"expected a whole number from {minimum} to {MAX_INT32}"
-        raise ConfigError(field, f"{expected}, got {_show(value)}")
-    return int(value)
-
-
 def _parse_polling_interval(value: Any, field: str = "pollingInterval") -> float:
     seconds = parse_duration(value, field, allow_zero=False)
     if seconds > MAX_POLLING_INTERVAL:
         # The scheduler cannot represent a longer interval (OverflowError in timedelta).
-        message = f"expected at most {MAX_INT32} seconds, got {_show(value)}"
+        message = f"expected at most {MAX_INT32} seconds, got {show(value)}"
         raise ConfigError(field, message)
     return seconds
-
-
-def _parse_queue_length(value: Any, field: str) -> float:
-    length = _parse_number(value, field, positive=True)
-    if length < MIN_QUEUE_LENGTH:
-        raise ConfigError(
-            field, f"expected a number of at least {MIN_QUEUE_LENGTH:g}, got {_show(value)}"
-        )
-    return length
-
-
-def _parse_number(value: Any, field: str, positive: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    # Not math.isfinite: it raises OverflowError on a YAML integer too large for a float.
-    ok = ok and abs(value) <= sys.float_info.max and (value > 0 if positive else value >= 0)
-    if not ok:
-        kind = "a positive number" if positive else "a number >= 0"
-        raise ConfigError(field, f"expected {kind}, got {_show(value)}")
-    return float(value)
-
-
-def _parse_str(value: Any, field: str, pattern: re.Pattern[str], what: str) -> str:
-    # fullmatch, not match: `$` also matches before a trailing newline ("name: |" in YAML).
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ConfigError(field, f"expected {what}, got {_show(value)}")
-    return value
-
-
-def _parse_choice(value: Any, field: str, choices: Mapping[str, str]) -> str:
-    """A case-insensitive choice; returns the canonical spelling."""
-    if isinstance(value, str) and value.lower() in choices:
-        return choices[value.lower()]
-    shown = " or ".join(repr(c) for c in dict.fromkeys(choices.values()))
-    raise ConfigError(field, f"expected {shown}, got {_show(value)}")
-
-
-def _check_mapping(value: Any, field: str, known: Collection[str]) -> Mapping[str, Any]:
-    """Check `value` is a mapping whose keys are all known; typos get a suggestion."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(field, f"expected a mapping, got {_show(value)}")
-    for key in value:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            prefix = f"{field}." if field else ""
-            allowed = ", ".join(sorted(known))
-            raise ConfigError(f"{prefix}{key}", f"unknown field{hint}; known fields: {allowed}")
-    return value
-
-
-def _required(data: Mapping[str, Any], key: str, field: str) -> Any:
-    if data.get(key) is None:
-        raise ConfigError(field, "is required")
-    return data[key]
 
 
 # ---------------------------------------------------------------------------------------------
 # Sections
 
-TRIGGER_FIELDS = {
-    "type",
-    "name",
-    "queueName",
-    "queueLength",
-    "activationQueueLength",
-    "queueLengthStrategy",
-    "connectionFromEnv",
-    "accountName",
-    "cloud",
-    "endpointSuffix",
-}
-# KEDA's cloud names and the storage endpoint suffix of each.
-CLOUD_SUFFIXES = {
-    "AzurePublicCloud": "core.windows.net",
-    "AzureUSGovernmentCloud": "core.usgovcloudapi.net",
-    "AzureChinaCloud": "core.chinacloudapi.cn",
-    "Private": "",
-}
-_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
-_ENDPOINT_SUFFIX = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$")
 SCALING_RULES_FIELDS = {"stabilizationWindowSeconds", "selectPolicy", "policies"}
 POLICY_FIELDS = {"type", "value", "periodSeconds"}
 RULE_FIELDS = {
@@ -382,104 +203,98 @@ RULE_FIELDS = {
     "triggers",
     "behavior",
     "fallback",
+    "scalingModifiers",
 }
-DEFAULTABLE_FIELDS = RULE_FIELDS - {"name", "deployment"}
+DEFAULTABLE_FIELDS = RULE_FIELDS - {"name", "deployment", "scalingModifiers"}
+MODIFIER_FIELDS = {"formula", "target", "activationTarget", "metricType"}
 
 
-def parse_trigger(data: Any, field: str) -> AzureQueueTrigger:
-    data = _check_mapping(data, field, TRIGGER_FIELDS)
-    kind = _required(data, "type", f"{field}.type")
-    if kind != "azure-queue":
-        raise ConfigError(f"{field}.type", f"expected 'azure-queue', got {_show(kind)}")
-    check = _Collector()
-    queue_name = check.take(
-        lambda: _parse_str(
-            _required(data, "queueName", f"{field}.queueName"),
-            f"{field}.queueName",
-            _AZURE_QUEUE_NAME,
-            "an Azure queue name (3-63 lowercase letters, digits and single hyphens)",
-        )
-    )
-    values = {
-        "queue_length": check.take(
-            _parse_queue_length,
-            data.get("queueLength", DEFAULT_QUEUE_LENGTH),
-            f"{field}.queueLength",
-        ),
-        "activation_queue_length": check.take(
-            _parse_number,
-            data.get("activationQueueLength", 0),
-            f"{field}.activationQueueLength",
-            False,
-        ),
-        "queue_length_strategy": check.take(
-            _parse_choice,
-            data.get("queueLengthStrategy", "all"),
-            f"{field}.queueLengthStrategy",
-            QUEUE_LENGTH_STRATEGIES,
-        ),
-        **(check.take(_parse_credentials, data, field) or {}),
-        "name": check.take(
-            _parse_str,
-            data.get("name", queue_name or "queue"),
-            f"{field}.name",
-            _RULE_NAME,
-            "a name",
-        ),
-    }
-    check.raise_if_any()
-    return AzureQueueTrigger(queue_name=queue_name, **values)
-
-
-def _parse_credentials(data: Mapping[str, Any], field: str) -> dict[str, str]:
-    """A connection string from an env var (the default), or an account with Azure AD."""
-    if "accountName" not in data:
-        for key in ("cloud", "endpointSuffix"):
-            if key in data:
-                raise ConfigError(f"{field}.{key}", "only applies together with accountName")
-        env = data.get("connectionFromEnv", DEFAULT_CONNECTION_ENV)
-        what = "the name of an environment variable"
-        env = _parse_str(env, f"{field}.connectionFromEnv", _ENV_NAME, what)
-        return {"connection_from_env": env}
-    if "connectionFromEnv" in data:
-        raise ConfigError(
-            f"{field}.accountName",
-            "give connectionFromEnv (a connection string) or accountName (Azure AD), not both",
-        )
-    account = _parse_str(
-        data["accountName"], f"{field}.accountName", _ACCOUNT_NAME,
-        "a storage account name (3-24 lowercase letters and digits)",
+def parse_trigger(data: Any, field: str) -> Trigger:
+    """One trigger: its `type` picks the source, whose field table checks the rest."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(field, f"expected a mapping, got {show(data)}")
+    source = _source_type(required(data, "type", f"{field}.type"), f"{field}.type")
+    data = check_mapping(data, field, GENERIC_TRIGGER_FIELDS | source.keys())
+    check = Collector()
+    settings = check.take(source.parse_settings, data, field)
+    target = 1.0  # a source without a target (cron) gives the replica count itself
+    if source.target_key is not None:
+        target = check.take(_parse_target, data, source.target_key, source.target_default, field)
+    activation = 0.0
+    if source.activation_key is not None:
+        key = source.activation_key
+        activation = check.take(parse_number, data.get(key, 0), f"{field}.{key}", False)
+    metric_type = check.take(
+        parse_choice, data.get("metricType", AVERAGE_VALUE), f"{field}.metricType",
+        choices(*METRIC_TYPES),
     )  # fmt: skip
-    clouds = {c.lower(): c for c in CLOUD_SUFFIXES}
-    cloud = _parse_choice(data.get("cloud", "AzurePublicCloud"), f"{field}.cloud", clouds)
-    suffix = data.get("endpointSuffix")
-    if cloud == "Private":
-        if suffix is None:
-            raise ConfigError(f"{field}.endpointSuffix", "is required with cloud 'Private'")
-        what = "a DNS suffix like 'core.example.net'"
-        suffix = _parse_str(suffix, f"{field}.endpointSuffix", _ENDPOINT_SUFFIX, what)
-    elif suffix is not None:
-        raise ConfigError(f"{field}.endpointSuffix", "only applies with cloud 'Private'")
-    return {
-        "connection_from_env": "",
-        "account_name": account,
-        "cloud": cloud,
-        "endpoint_suffix": suffix or CLOUD_SUFFIXES[cloud],
-    }
+    default_name = source.default_name(settings) if settings is not None else source.type
+    name = check.take(parse_str, data.get("name", default_name), f"{field}.name", NAME, "a name")
+    check.raise_if_any()
+    return Trigger(source.type, name, settings, target, activation, metric_type)
+
+
+def _source_type(kind: Any, field: str) -> sources.base.SourceType:
+    if isinstance(kind, str) and kind in sources.SOURCE_MODULES:
+        return sources.source_type(kind)
+    known = sources.known_types()
+    close = difflib.get_close_matches(str(kind), known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(field, f"unknown trigger type {show(kind)}{hint}; known: {', '.join(known)}")
+
+
+def _parse_target(data: Mapping[str, Any], key: str, default: float | None, field: str) -> float:
+    path = f"{field}.{key}"
+    value = data.get(key, default)
+    if value is None:
+        raise ConfigError(path, "is required")
+    target = parse_number(value, path, positive=True)
+    if target < MIN_TARGET:
+        raise ConfigError(path, f"expected a number of at least {MIN_TARGET:g}, got {show(value)}")
+    return target
+
+
+def parse_scaling_modifiers(data: Any, triggers: tuple[Trigger, ...]) -> ScalingModifiers:
+    """The formula over trigger names, compiled now so a typo is a load error, not a tick error."""
+    field = "scalingModifiers"
+    data = check_mapping(data, field, MODIFIER_FIELDS)
+    check = Collector()
+    text = check.take(parse_str, required(data, "formula", f"{field}.formula"),
+                      f"{field}.formula", _ANY_TEXT, "a formula over trigger names")  # fmt: skip
+    compiled = None
+    if text is not None:
+        compiled = check.take(_compile_formula, text, [t.name for t in triggers])
+    target = check.take(_parse_target, data, "target", None, field)
+    activation = check.take(
+        parse_number, data.get("activationTarget", 0), f"{field}.activationTarget", False
+    )
+    metric_type = check.take(
+        parse_choice, data.get("metricType", AVERAGE_VALUE), f"{field}.metricType",
+        choices(*METRIC_TYPES),
+    )  # fmt: skip
+    check.raise_if_any()
+    return ScalingModifiers(text, target, activation, metric_type, compiled)
+
+
+def _compile_formula(text: str, names: list[str]) -> Formula:
+    try:
+        return compile_formula(text, names)
+    except FormulaError as exc:
+        raise ConfigError("scalingModifiers.formula", str(exc)) from None
 
 
 def parse_fallback(data: Any, field: str, max_replicas: int | None) -> Fallback:
-    data = _check_mapping(data, field, {"failureThreshold", "replicas"})
-    check = _Collector()
+    data = check_mapping(data, field, {"failureThreshold", "replicas"})
+    check = Collector()
     threshold = check.take(
-        lambda: _parse_int(
-            _required(data, "failureThreshold", f"{field}.failureThreshold"),
+        lambda: parse_int(
+            required(data, "failureThreshold", f"{field}.failureThreshold"),
             f"{field}.failureThreshold",
             1,
         )
     )
     replicas = check.take(
-        lambda: _parse_int(_required(data, "replicas", f"{field}.replicas"), f"{field}.replicas", 0)
+        lambda: parse_int(required(data, "replicas", f"{field}.replicas"), f"{field}.replicas", 0)
     )
     if replicas is not None and max_replicas is not None and replicas > max_replicas:
         check.errors.append(
@@ -492,15 +307,15 @@ def parse_fallback(data: Any, field: str, max_replicas: int | None) -> Fallback:
 
 
 def parse_policy(data: Any, field: str) -> ScalingPolicy:
-    data = _check_mapping(data, field, POLICY_FIELDS)
-    kind = _parse_choice(
-        _required(data, "type", f"{field}.type"),
+    data = check_mapping(data, field, POLICY_FIELDS)
+    kind = parse_choice(
+        required(data, "type", f"{field}.type"),
         f"{field}.type",
         {t.lower(): t for t in POLICY_TYPES},
     )
-    value = _parse_int(_required(data, "value", f"{field}.value"), f"{field}.value", minimum=1)
+    value = parse_int(required(data, "value", f"{field}.value"), f"{field}.value", minimum=1)
     period = parse_duration(
-        _required(data, "periodSeconds", f"{field}.periodSeconds"),
+        required(data, "periodSeconds", f"{field}.periodSeconds"),
         f"{field}.periodSeconds",
         allow_zero=False,
     )
@@ -513,7 +328,7 @@ def parse_policy(data: Any, field: str) -> ScalingPolicy:
 
 
 def parse_scaling_rules(data: Any, field: str, default_window: float) -> ScalingRules:
-    data = _check_mapping(data, field, SCALING_RULES_FIELDS)
+    data = check_mapping(data, field, SCALING_RULES_FIELDS)
     window = parse_duration(
         data.get("stabilizationWindowSeconds", default_window),
         f"{field}.stabilizationWindowSeconds",
@@ -525,10 +340,10 @@ def parse_scaling_rules(data: Any, field: str, default_window: float) -> Scaling
         )
     policies = data.get("policies") or []
     if not isinstance(policies, list):
-        raise ConfigError(f"{field}.policies", f"expected a list, got {_show(policies)}")
+        raise ConfigError(f"{field}.policies", f"expected a list, got {show(policies)}")
     return ScalingRules(
         stabilization_window_seconds=window,
-        select_policy=_parse_choice(
+        select_policy=parse_choice(
             data.get("selectPolicy", "Max"),
             f"{field}.selectPolicy",
             {s.lower(): s for s in SELECT_POLICIES},
@@ -538,7 +353,7 @@ def parse_scaling_rules(data: Any, field: str, default_window: float) -> Scaling
 
 
 def parse_behavior(data: Any, field: str) -> Behavior:
-    data = _check_mapping(data, field, {"scaleUp", "scaleDown"})
+    data = check_mapping(data, field, {"scaleUp", "scaleDown"})
     return Behavior(
         scale_up=parse_scaling_rules(data.get("scaleUp") or {}, f"{field}.scaleUp", 0.0),
         scale_down=parse_scaling_rules(
@@ -552,12 +367,12 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
 
     Raises ConfigErrors listing every wrong field, so one `validate` run shows them all.
     """
-    check = _Collector()
+    check = Collector()
     name = check.take(
-        lambda: _parse_str(_required(data, "name", "name"), "name", _RULE_NAME, "a rule name")
+        lambda: parse_str(required(data, "name", "name"), "name", _RULE_NAME, "a rule name")
     )
     namespace = check.take(
-        _parse_str,
+        parse_str,
         data.get("namespace", "default"),
         "namespace",
         _DNS_LABEL,
@@ -572,18 +387,18 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
             )
         )
     deployment = check.take(
-        lambda: _parse_str(
-            _required(data, "deployment", "deployment"),
+        lambda: parse_str(
+            required(data, "deployment", "deployment"),
             "deployment",
             _DNS_SUBDOMAIN,
             "a Deployment name",
         )
     )
     min_replicas = check.take(
-        _parse_int, data.get("minReplicas", DEFAULT_MIN_REPLICAS), "minReplicas", 0
+        parse_int, data.get("minReplicas", DEFAULT_MIN_REPLICAS), "minReplicas", 0
     )
     max_replicas = check.take(
-        _parse_int, data.get("maxReplicas", DEFAULT_MAX_REPLICAS), "maxReplicas", 1
+        parse_int, data.get("maxReplicas", DEFAULT_MAX_REPLICAS), "maxReplicas", 1
     )
     if min_replicas is not None and max_replicas is not None and min_replicas > max_replicas:
         check.errors.append(
@@ -600,13 +415,16 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
             parse_duration, data.get("cooldownPeriod", DEFAULT_COOLDOWN_PERIOD), "cooldownPeriod"
         ),
         "tolerance": check.take(
-            _parse_number, data.get("tolerance", DEFAULT_TOLERANCE), "tolerance", False
+            parse_number, data.get("tolerance", DEFAULT_TOLERANCE), "tolerance", False
         ),
         "behavior": check.take(parse_behavior, data.get("behavior") or {}, "behavior"),
         "fallback": None
         if data.get("fallback") is None
         else check.take(parse_fallback, data["fallback"], "fallback", max_replicas),
     }
+    if data.get("scalingModifiers") is not None and triggers is not None:
+        modifiers = check.take(parse_scaling_modifiers, data["scalingModifiers"], triggers)
+        values["scaling_modifiers"] = modifiers
     check.raise_if_any()
     return Rule(
         name=name,
@@ -619,12 +437,12 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
     )
 
 
-def _parse_triggers(triggers: Any) -> tuple[AzureQueueTrigger, ...]:
+def _parse_triggers(triggers: Any) -> tuple[Trigger, ...]:
     if triggers is None:
         raise ConfigError("triggers", "is required")
     if not isinstance(triggers, list) or not triggers:
-        raise ConfigError("triggers", f"expected a non-empty list, got {_show(triggers)}")
-    check = _Collector()
+        raise ConfigError("triggers", f"expected a non-empty list, got {show(triggers)}")
+    check = Collector()
     parsed = [check.take(parse_trigger, t, f"triggers[{i}]") for i, t in enumerate(triggers)]
     check.raise_if_any()
     labels = [t.label for t in parsed]
@@ -665,15 +483,15 @@ def parse_rules_text(
     if document is None:
         return fatal("", "the file is empty: expected a mapping with a 'rules' list")
     try:
-        document = _check_mapping(document, "", {"defaults", "rules"})
+        document = check_mapping(document, "", {"defaults", "rules"})
     except ConfigError as exc:
         return fatal(exc.field, exc.message)
     rules_data = document.get("rules")
     if not isinstance(rules_data, list):
-        return fatal("rules", f"expected a list of rules, got {_show(rules_data)}")
+        return fatal("rules", f"expected a list of rules, got {show(rules_data)}")
     defaults = document.get("defaults") or {}
     try:
-        defaults = _check_mapping(defaults, "", DEFAULTABLE_FIELDS)
+        defaults = check_mapping(defaults, "", DEFAULTABLE_FIELDS)
         # A default that is itself invalid would break every rule: check it once, on its own.
         _check_defaults(defaults)
     except ConfigError as exc:
@@ -694,7 +512,7 @@ def parse_rules_text(
         name = name if isinstance(name, str) and name else None
         where = f"rules[{index}] ({name})" if name else f"rules[{index}]"
         try:
-            entry = _check_mapping(entry, "", RULE_FIELDS)
+            entry = check_mapping(entry, "", RULE_FIELDS)
             rule = parse_rule({**defaults, **entry}, allowed_namespaces)
         except ConfigError as exc:
             problems.append(ConfigProblem(source, where, exc.field, exc.message, name))
@@ -718,13 +536,11 @@ def _check_defaults(defaults: Mapping[str, Any]) -> None:
     checks: dict[str, Callable[[Any], object]] = {
         "pollingInterval": _parse_polling_interval,
         "cooldownPeriod": lambda v: parse_duration(v, "cooldownPeriod"),
-        "minReplicas": lambda v: _parse_int(v, "minReplicas", 0),
-        "maxReplicas": lambda v: _parse_int(v, "maxReplicas", 1),
-        "tolerance": lambda v: _parse_number(v, "tolerance", positive=False),
+        "minReplicas": lambda v: parse_int(v, "minReplicas", 0),
+        "maxReplicas": lambda v: parse_int(v, "maxReplicas", 1),
+        "tolerance": lambda v: parse_number(v, "tolerance", positive=False),
         "behavior": lambda v: parse_behavior(v, "behavior"),
-        "namespace": lambda v: _parse_str(
-            v, "namespace", _DNS_LABEL, "a Kubernetes namespace name"
-        ),
+        "namespace": lambda v: parse_str(v, "namespace", _DNS_LABEL, "a Kubernetes namespace name"),
         "triggers": _parse_triggers,
     }
     for key, check in checks.items():
@@ -746,15 +562,19 @@ def load_rules(path: str | Path, allowed_namespaces: Collection[str] | None = No
 
 def describe_rule(rule: Rule) -> str:
     """A one-line summary of a rule, for `validate` and start-up logs."""
-    triggers = ", ".join(
-        f"azure-queue {t.queue_name} (target {t.queue_length:g}/replica, "
-        f"activation > {t.activation_queue_length:g}, {t.queue_length_strategy})"
-        for t in rule.triggers
-    )
+    triggers = ", ".join(describe_trigger(t) for t in rule.triggers)
     return (
         f"{rule.name}: {rule.target} replicas {rule.min_replicas}..{rule.max_replicas}, "
         f"every {rule.polling_interval:g}s, cooldown {rule.cooldown_period:g}s, on {triggers}"
     )
+
+
+def describe_trigger(trigger: Trigger) -> str:
+    source = sources.source_type(trigger.type)
+    per = "/replica" if trigger.metric_type == AVERAGE_VALUE else " in all (Value)"
+    numbers = [f"target {trigger.target:g}{per}", f"activation > {trigger.activation:g}"]
+    details = ", ".join([*numbers, *source.details(trigger.settings)])
+    return f"{source.describe(trigger.settings)} ({details})"
 
 
 def rules_in_force(previous: Mapping[str, Rule], result: LoadResult) -> dict[str, Rule]:

@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from eventscaler import config
+from eventscaler import config, sources
+from eventscaler.triggers import AVERAGE_VALUE, METRIC_TYPES
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -55,21 +56,12 @@ SPEC_FIELDS = {
     "triggers",
 }
 TRIGGER_KEYS = {"type", "name", "metadata", "authenticationRef", "metricType", "useCachedMetrics"}
-# KEDA's azure-queue metadata keys are the rule file's trigger fields (same names, same meaning).
-AZURE_QUEUE_METADATA = config.TRIGGER_FIELDS - {"type", "name"}
 BEHAVIOR_RULE_FIELDS = ("stabilizationWindowSeconds", "selectPolicy", "policies")
 PAUSE_ANNOTATIONS = ("autoscaling.keda.sh/paused", "autoscaling.keda.sh/paused-replicas")
 HPA_ANNOTATIONS = (
     "scaledobject.keda.sh/transfer-hpa-ownership",
     "validations.keda.sh/hpa-ownership",
 )
-
-
-def _loader_knows(section: str, name: str) -> bool:
-    """Whether this version's rule-file loader accepts a field (convert never writes one it
-    does not, so its output always loads)."""
-    fields = config.RULE_FIELDS if section == "rule" else config.TRIGGER_FIELDS
-    return name in fields
 
 
 @dataclass(frozen=True)
@@ -126,12 +118,6 @@ def _whole(value: Any) -> int | None:
     return number if isinstance(number, int) else None
 
 
-def _env_name(text: str) -> str:
-    """An environment variable name made from an object's name: orders-auth -> ORDERS_AUTH."""
-    name = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").upper()
-    return name if re.match(r"^[A-Z_]", name) else f"_{name}"
-
-
 def _kind(document: Any) -> str:
     return str(document.get("kind", "")) if isinstance(document, Mapping) else ""
 
@@ -158,6 +144,38 @@ def _documents(text: str) -> list[Any]:
         else:
             flat.append(document)
     return flat
+
+
+class _KedaTrigger:
+    """One KEDA trigger as a source's `from_keda` sees it (sources.base.KedaTrigger)."""
+
+    def __init__(
+        self,
+        owner: _ScaledObject,
+        trigger: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        field: str,
+    ) -> None:
+        self._owner = owner
+        self._field = field
+        self.metadata = metadata
+        self.auth_ref = trigger.get("authenticationRef")
+        self.auth = owner.find_auth(self.auth_ref)
+
+    def lost(self, path: str, message: str) -> None:
+        self._owner.lost(f"{self._field}.{path}" if path else self._field, message)
+
+    def note(self, path: str, message: str) -> None:
+        self._owner.note(f"{self._field}.{path}" if path else self._field, message)
+
+    def number(self, value: Any) -> float | int | None:
+        return _number(value)
+
+    @staticmethod
+    def env_name(text: str) -> str:
+        """An environment variable name made from an object's name: orders-auth -> ORDERS_AUTH."""
+        name = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").upper()
+        return name if re.match(r"^[A-Z_]", name) else f"_{name}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,207 +286,66 @@ class _ScaledObject:
             if not isinstance(trigger, Mapping):
                 self.lost(field, f"expected a mapping, got {trigger!r}")
                 continue
-            kind = trigger.get("type")
-            if kind != "azure-queue":
-                self.lost(
-                    field,
-                    f"type {kind!r}: eventscaler reads Azure Storage Queues only (azure-queue); "
-                    "keep KEDA for this trigger or drop it",
-                )
-                continue
-            result = self._azure_queue(trigger, field)
+            result = self._trigger(trigger, field)
             if result is not None:
                 converted.append(result)
         return converted
 
-    def _azure_queue(self, trigger: Mapping[str, Any], field: str) -> dict[str, Any] | None:
-        metadata = trigger.get("metadata") or {}
-        if not isinstance(metadata, Mapping) or not metadata.get("queueName"):
-            self.lost(f"{field}.metadata.queueName", "missing: trigger not converted")
+    def _trigger(self, trigger: Mapping[str, Any], field: str) -> dict[str, Any] | None:
+        """The generic fields here; the source module maps its own metadata (from_keda)."""
+        kind = trigger.get("type")
+        if not isinstance(kind, str) or kind not in sources.SOURCE_MODULES:
+            known = ", ".join(sources.known_types())
+            self.lost(
+                field,
+                f"type {kind!r}: not a source eventscaler reads ({known}); "
+                "keep KEDA for this trigger or drop it",
+            )
             return None
-        out: dict[str, Any] = {"type": "azure-queue"}
+        metadata = trigger.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            self.lost(f"{field}.metadata", f"expected a mapping, got {metadata!r}")
+            return None
+        keda = _KedaTrigger(self, trigger, metadata, field)
+        out: dict[str, Any] = {"type": kind}
         if trigger.get("name"):
             out["name"] = str(trigger["name"])
-        out["queueName"] = str(metadata["queueName"])
-        for key in ("queueLength", "activationQueueLength"):
-            if key in metadata:
-                value = _number(metadata[key])
-                if value is None or value < 0:
-                    self.lost(
-                        f"{field}.metadata.{key}",
-                        f"expected a number, got {metadata[key]!r}: left out, the default applies",
-                    )
-                else:
-                    out[key] = value
-        if "queueLengthStrategy" in metadata:
-            strategy = str(metadata["queueLengthStrategy"]).lower()
-            if strategy in config.QUEUE_LENGTH_STRATEGIES:
-                out["queueLengthStrategy"] = config.QUEUE_LENGTH_STRATEGIES[strategy]
-            else:
-                self.lost(
-                    f"{field}.metadata.queueLengthStrategy",
-                    f"expected all or visibleonly, got {metadata['queueLengthStrategy']!r}: "
-                    "left out, 'all' applies",
-                )
-        self._credentials(trigger, metadata, field, out)
-        for key in metadata:
-            if key not in AZURE_QUEUE_METADATA:
-                self.lost(f"{field}.metadata.{key}", "not an azure-queue setting eventscaler knows")
+        mapped = sources.source_type(kind).from_keda(keda)
+        if mapped is None:
+            return None
+        out.update(mapped)
+        self._generic_trigger_fields(trigger, field, out)
+        return out
+
+    def _generic_trigger_fields(
+        self, trigger: Mapping[str, Any], field: str, out: dict[str, Any]
+    ) -> None:
         for key in trigger:
             if key not in TRIGGER_KEYS:
                 self.lost(f"{field}.{key}", "not a trigger field eventscaler knows")
-        metric_type = trigger.get("metricType", "AverageValue")
-        if metric_type != "AverageValue":
+        metric_type = trigger.get("metricType", AVERAGE_VALUE)
+        if metric_type in METRIC_TYPES:
+            if metric_type != AVERAGE_VALUE:
+                out["metricType"] = metric_type
+        else:
             self.lost(
                 f"{field}.metricType",
-                f"{metric_type}: eventscaler always divides the "
-                "queue length by queueLength per replica (AverageValue)",
+                f"{metric_type!r}: expected one of "
+                f"{', '.join(METRIC_TYPES)}; left out, AverageValue applies",
             )
         if "useCachedMetrics" in trigger:
             self.note(
                 f"{field}.useCachedMetrics",
                 "dropped: eventscaler has no metrics cache; "
-                "each queue is read once per pollingInterval anyway",
-            )
-        return out
-
-    def _credentials(
-        self,
-        trigger: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        field: str,
-        out: dict[str, Any],
-    ) -> None:
-        env = metadata.get("connectionFromEnv")
-        account = metadata.get("accountName")
-        ref = trigger.get("authenticationRef")
-        auth = self._find_auth(ref)
-        identity = _loader_knows("trigger", "accountName")
-        if env:
-            out["connectionFromEnv"] = str(env)
-            self.note(
-                f"{field}.metadata.connectionFromEnv",
-                f"KEDA reads {env} from the scaled Deployment's container; eventscaler reads it "
-                f"from its own: give the autoscaler's container an env var {env} from the same "
-                "Secret (copied to the autoscaler's namespace)",
-            )
-            for key in ("accountName", "cloud", "endpointSuffix"):
-                if key in metadata:
-                    self.lost(
-                        f"{field}.metadata.{key}",
-                        "a connection string is used "
-                        "(connectionFromEnv): the account and endpoint come from it",
-                    )
-        elif account and identity:
-            out["accountName"] = str(account)
-            for key in ("cloud", "endpointSuffix"):
-                if key in metadata:
-                    out[key] = str(metadata[key])
-            self.note(
-                f"{field}.metadata.accountName",
-                f"eventscaler reads account {account} with its own Azure AD identity "
-                "(DefaultAzureCredential), not the scaled Deployment's: give the autoscaler's "
-                "ServiceAccount workload identity and a role that reads the queue (Storage Queue "
-                "Data Reader; see docs/azure-identity.md)",
-            )
-        elif account:
-            for key in ("accountName", "cloud", "endpointSuffix"):
-                if key in metadata:
-                    self.lost(
-                        f"{field}.metadata.{key}",
-                        "this rule file takes a connection "
-                        "string only (connectionFromEnv): put the connection string of "
-                        f"account {account} in a Secret, expose it to the autoscaler as an "
-                        "env var and set connectionFromEnv to its name",
-                    )
-        if isinstance(ref, Mapping):
-            self._explain_auth(ref, auth, field, out, uses_env=bool(env), account=bool(account))
-        elif not env and not account:
-            self.note(
-                f"{field}.metadata",
-                "no connectionFromEnv nor authenticationRef (KEDA "
-                "would refuse it): the rule reads the connection string from "
-                f"{config.DEFAULT_CONNECTION_ENV}",
+                "each trigger is read once per pollingInterval anyway",
             )
 
-    def _find_auth(self, ref: Any) -> Mapping[str, Any] | None:
+    def find_auth(self, ref: Any) -> Mapping[str, Any] | None:
         if not isinstance(ref, Mapping):
             return None
         kind = str(ref.get("kind") or "TriggerAuthentication")
         namespace = "" if kind == "ClusterTriggerAuthentication" else self.namespace
         return self.auths.get((kind, namespace, str(ref.get("name", ""))))
-
-    def _explain_auth(
-        self,
-        ref: Mapping[str, Any],
-        auth: Mapping[str, Any] | None,
-        field: str,
-        out: dict[str, Any],
-        uses_env: bool,
-        account: bool,
-    ) -> None:
-        kind = str(ref.get("kind") or "TriggerAuthentication")
-        name = str(ref.get("name", ""))
-        what = f"{kind} {name}"
-        where = f"{field}.authenticationRef"
-        base = f"{what}: eventscaler does not read TriggerAuthentications; it takes the connection "
-        base += "string from its own environment (connectionFromEnv)"
-        if out.get("accountName"):
-            self.lost(
-                where,
-                f"{what}: eventscaler uses its own Azure AD identity for account "
-                f"{out['accountName']} (see accountName), not the TriggerAuthentication's "
-                "pod identity",
-            )
-            return
-        spec = (auth or {}).get("spec") or {}
-        provider = (spec.get("podIdentity") or {}).get("provider")
-        secret = next(
-            (
-                s
-                for s in spec.get("secretTargetRef") or []
-                if isinstance(s, Mapping) and s.get("parameter") == "connection"
-            ),
-            None,
-        )
-        if uses_env:
-            self.lost(where, f"{base}; connectionFromEnv is set, so the rule uses it")
-        elif auth is None:
-            self.lost(
-                where,
-                f"{base}. {what} is not in this input: find the Secret it maps "
-                "to the parameter 'connection', expose that key to the autoscaler as an "
-                "env var, and set connectionFromEnv to its name (now "
-                f"{config.DEFAULT_CONNECTION_ENV}, the default)",
-            )
-        elif secret is not None:
-            env = _env_name(f"{name}_connection")
-            out["connectionFromEnv"] = env
-            self.lost(
-                where,
-                f"{base}. {what} maps 'connection' to Secret {secret.get('name')} "
-                f"key {secret.get('key')}: set connectionFromEnv {env} (done) and add to the "
-                f"autoscaler's container: env: [{{name: {env}, valueFrom: {{secretKeyRef: "
-                f"{{name: {secret.get('name')}, key: {secret.get('key')}}}}}}}] (copy the "
-                "Secret to the autoscaler's namespace first)",
-            )
-        elif provider and provider != "none":
-            hint = (
-                " and accountName is missing, so KEDA itself would refuse it" if not account else ""
-            )
-            self.lost(
-                where,
-                f"{base}. {what} uses pod identity {provider!r}{hint}: give the "
-                "trigger accountName (Azure AD with the autoscaler's own identity) or a "
-                "connection string via connectionFromEnv",
-            )
-        else:
-            self.lost(
-                where,
-                f"{base}. {what} maps no 'connection' from a Secret that this "
-                "converter can follow (env, vaults): expose the connection string to the "
-                "autoscaler as an env var and set connectionFromEnv to its name",
-            )
 
     # -- the rest of the spec
 
@@ -524,13 +401,6 @@ class _ScaledObject:
     def _fallback(self) -> dict[str, Any] | None:
         fallback = self.spec.get("fallback")
         if fallback is None:
-            return None
-        if not _loader_knows("rule", "fallback"):
-            self.lost(
-                "spec.fallback",
-                "the rule file has no fallback yet; without one a "
-                "failing rule holds its replicas (a failed read is never a zero)",
-            )
             return None
         if not isinstance(fallback, Mapping):
             self.lost("spec.fallback", f"expected a mapping, got {fallback!r}")

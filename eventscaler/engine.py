@@ -1,7 +1,7 @@
-"""One tick of one rule: read the Deployment and the queues, decide, write if needed, report.
+"""One tick of one rule: read the target and the triggers, decide, write if needed, report.
 
 Failure is local: whatever goes wrong is reported for this rule alone and never scales anything
-(a failed queue read is not a zero, a failed Deployment read stops the tick). What a tick did goes
+(a failed source read is not a zero, a failed target read stops the tick). What a tick did goes
 to the observers (metrics, events, status) as one `Outcome`.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from eventscaler import retry
-from eventscaler.config import AzureQueueTrigger, Rule
+from eventscaler.config import Rule
 from eventscaler.policy import (
     STEP_PAUSED,
     Decision,
@@ -25,12 +25,13 @@ from eventscaler.policy import (
     initial_state,
     pause_from_annotations,
 )
+from eventscaler.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 
 
-class QueueSource(Protocol):
-    def read_length(self, trigger: AzureQueueTrigger) -> int: ...
+class ValueSource(Protocol):
+    def read_value(self, trigger: Trigger) -> float: ...
 
 
 class DeploymentLike(Protocol):
@@ -50,7 +51,7 @@ TICK_BUDGET_SHARE = 0.8
 
 # Outcome.error_kind values.
 FAILED_DEPLOYMENT_READ = "deployment-read"
-FAILED_QUEUE_READ = "queue-read"
+FAILED_SOURCE_READ = "source-read"
 FAILED_WRITE = "write"
 FAILED_BUG = "internal"
 
@@ -97,7 +98,7 @@ class Engine:
 
     def __init__(
         self,
-        source: QueueSource,
+        source: ValueSource,
         scaler: Scaler,
         dry_run: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -151,7 +152,7 @@ class Engine:
                               FAILED_DEPLOYMENT_READ)  # fmt: skip
         current = deployment.replicas
         pause = pause_from_annotations(deployment.annotations)
-        # A paused rule reads no queue: "leave it alone" includes not billing queue calls.
+        # A paused rule reads no source: "leave it alone" includes not billing source calls.
         if pause:
             readings = ()
         elif readings is None:
@@ -192,14 +193,14 @@ class Engine:
         failed_reads = [r for r in readings if not r.ok]
         if failed_reads:
             errors = "; ".join(f"{r.trigger}: {r.error}" for r in failed_reads)
-            return self._fail(outcome, log, f"queue read failed: {errors}", FAILED_QUEUE_READ)
+            return self._fail(outcome, log, f"source read failed: {errors}", FAILED_SOURCE_READ)
         with self._lock:
             self._failing_ticks.pop(rule.name, None)
         return outcome
 
-    def _read(self, trigger: AzureQueueTrigger) -> Reading:
+    def _read(self, trigger: Trigger) -> Reading:
         try:
-            return Reading(trigger.label, self._source.read_length(trigger))
+            return Reading(trigger.label, self._source.read_value(trigger))
         except Exception as exc:
             kind = getattr(exc, "kind", None) or type(exc).__name__
             return Reading(trigger.label, None, str(exc) or type(exc).__name__, kind)

@@ -2,9 +2,10 @@
 
 - SuccessfulRescale (Normal) on every write: "New size: 20; reason: ..." like the HPA's.
 - FailedRescale (Warning) when a write fails.
-- FailedGetQueueLength (Warning) while a queue cannot be read, FallbackActive (Warning) while the
-  fallback runs: at most one per rule and reason every `repeat_after` seconds, so a rule failing
-  every tick does not flood the API server (the first one goes out at once).
+- FailedGetTriggerValue (Warning) while a trigger's source cannot be read, FallbackActive
+  (Warning) while the fallback runs: at most one per rule and reason every `repeat_after`
+  seconds, so a rule failing every tick does not flood the API server (the first one goes out
+  at once).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from eventscaler.daemon import ReloadListener
-from eventscaler.engine import FAILED_QUEUE_READ, FAILED_WRITE, Outcome
+from eventscaler.engine import FAILED_SOURCE_READ, FAILED_WRITE, Outcome
 from eventscaler.policy import STEP_FALLBACK
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ class EventReporter(ReloadListener):
         if outcome.error_kind == FAILED_WRITE and decision is not None:
             self._send(outcome, WARNING, "FailedRescale",
                        f"New size: {decision.target}; error: {outcome.error}")  # fmt: skip
-        if outcome.error_kind == FAILED_QUEUE_READ:
-            self._send(outcome, WARNING, "FailedGetQueueLength", outcome.error or "")
+        if outcome.error_kind == FAILED_SOURCE_READ:
+            self._send(outcome, WARNING, "FailedGetTriggerValue", outcome.error or "")
         if decision is not None and decision.step == STEP_FALLBACK:
             self._send(outcome, WARNING, "FallbackActive", decision.reason)
 

@@ -8,14 +8,14 @@ docs/simulate.md), not from running KEDA, and shares no code with our policy. Ev
 
 What is modelled, on two clocks:
 - The KEDA operator, every `pollingInterval` (default 30 s), decides only 0 <-> 1. Active = some
-  trigger's length is strictly greater than its activationQueueLength. Active at 0 replicas: set
+  trigger's value is strictly greater than its activation threshold. Active at 0 replicas: set
   max(minReplicaCount, 1). Inactive, above 0, with minReplicaCount 0: straight to 0 once
   `cooldownPeriod` (default 300 s) has passed since the last active poll (at exactly the period it
   goes), bypassing the HPA's scale-down behaviour. Never active since the start: to 0 at once
   unless `initialCooldownPeriod` (default 0) has not yet passed (KEDA issue #5008).
 - The HPA, every 15 s, from 1 to N, only while the target has replicas. minReplicas is
-  max(minReplicaCount, 1). Per trigger (AverageValue): desired = ceil(length / queueLength),
-  or the current count when |length / (queueLength x current) - 1| <= 0.1; the highest wins.
+  max(minReplicaCount, 1). Per trigger (AverageValue): desired = ceil(value / target),
+  or the current count when |value / (target x current) - 1| <= 0.1; the highest wins.
   Stabilization: the lowest recommendation of the scale-up window (0 s) and the highest of the
   scale-down window (300 s) bound the change, the first sync counting the replicas it finds as a
   recommendation. Rate: scale-up at most max(+4 pods, +100 %) per 15 s, scale-down at most 100 %
@@ -35,7 +35,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eventscaler.config import AzureQueueTrigger, Rule, ScalingPolicy, ScalingRules
+from eventscaler.config import Rule, ScalingPolicy, ScalingRules
+from eventscaler.triggers import VALUE, Trigger
 
 MODEL_LABEL = "KEDA model"
 HPA_SYNC_PERIOD = 15.0  # kube-controller-manager --horizontal-pod-autoscaler-sync-period
@@ -59,7 +60,7 @@ HPA_DEFAULT_SCALE_DOWN = ScalingRules(
 class KedaSettings:
     """The ScaledObject being modelled (its fields, KEDA's defaults) and the HPA's settings."""
 
-    triggers: tuple[AzureQueueTrigger, ...]
+    triggers: tuple[Trigger, ...]
     min_replica_count: int = 0
     max_replica_count: int = 100
     polling_interval: float = KEDA_POLLING_INTERVAL
@@ -144,27 +145,24 @@ class KedaModel:
     def next_tick(self) -> float:
         return min(self.next_poll(), self.next_sync())
 
-    def tick(self, now: float, lengths: Sequence[int], current: int) -> list[KedaAction]:
+    def tick(self, now: float, values: Sequence[float], current: int) -> list[KedaAction]:
         """Run whichever clocks are due at `now`, the HPA first; the last action's target holds."""
         actions = []
         if self.next_sync() <= now + 1e-9:
             self._syncs += 1
-            action = self.hpa_sync(now, lengths, current)
+            action = self.hpa_sync(now, values, current)
             actions.append(action)
             current = action.target
         if self.next_poll() <= now + 1e-9:
             self._polls += 1
-            actions.append(self.operator_poll(now, lengths, current))
+            actions.append(self.operator_poll(now, values, current))
         return actions
 
     # -- the KEDA operator: 0 <-> 1 and the cooldown
 
-    def operator_poll(self, now: float, lengths: Sequence[int], current: int) -> KedaAction:
+    def operator_poll(self, now: float, values: Sequence[float], current: int) -> KedaAction:
         s = self.settings
-        active = any(
-            length > t.activation_queue_length
-            for t, length in zip(s.triggers, lengths, strict=True)
-        )
+        active = any(value > t.activation for t, value in zip(s.triggers, values, strict=True))
         if active:
             self.last_active = now
 
@@ -187,7 +185,7 @@ class KedaModel:
 
     # -- the HPA: 1 <-> N
 
-    def hpa_sync(self, now: float, lengths: Sequence[int], current: int) -> KedaAction:
+    def hpa_sync(self, now: float, values: Sequence[float], current: int) -> KedaAction:
         s = self.settings
 
         def act(target: int, why: str) -> KedaAction:
@@ -202,8 +200,7 @@ class KedaModel:
         if current < s.hpa_min_replicas:
             return act(s.hpa_min_replicas, "below minReplicas")
         desired = max(
-            self._proposal(t, length, current)
-            for t, length in zip(s.triggers, lengths, strict=True)
+            self._proposal(t, value, current) for t, value in zip(s.triggers, values, strict=True)
         )
         self._forget(now)
         if not self._hpa_has_run:
@@ -214,11 +211,15 @@ class KedaModel:
         target = self._limit_rate(now, current, stabilized)
         return act(target, f"metrics ask for {desired}, stabilized {stabilized}, allowed {target}")
 
-    def _proposal(self, trigger: AzureQueueTrigger, length: int, current: int) -> int:
-        ratio = length / (trigger.queue_length * current)
+    def _proposal(self, trigger: Trigger, value: float, current: int) -> int:
+        # The HPA's two external-metric target types: a Value target is for the whole workload.
+        per_replica = trigger.target if trigger.metric_type == VALUE else trigger.target * current
+        ratio = value / per_replica
         if abs(1.0 - ratio) <= self.settings.tolerance + 1e-9:
             return current
-        return math.ceil(length / trigger.queue_length)
+        if trigger.metric_type == VALUE:
+            return math.ceil(ratio * current)
+        return math.ceil(value / trigger.target)
 
     def _stabilize(self, now: float, current: int, desired: int) -> int:
         up_cutoff = now - self.settings.scale_up.stabilization_window_seconds

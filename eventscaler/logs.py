@@ -37,8 +37,10 @@ class JsonFormatter(logging.Formatter):
         for name in CONTEXT_FIELDS:
             if hasattr(record, name):
                 entry[name] = getattr(record, name)
-        if record.exc_info or record.exc_text:
-            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -26,9 +26,16 @@ class Metrics(ReloadListener):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.trigger_value = Gauge(
+            "eventscaler_trigger_value",
+            "Last value read, per trigger: messages, lag, a query's result.",
+            (*RULE_LABELS, "trigger"),
+            registry=r,
+        )
+        # The name before sources became plug-ins, kept for one release (README: metrics).
         self.queue_length = Gauge(
             "eventscaler_queue_length_messages",
-            "Last queue length read, per trigger.",
+            "Deprecated: the same as eventscaler_trigger_value; removed in the next release.",
             (*RULE_LABELS, "trigger"),
             registry=r,
         )
@@ -60,13 +67,13 @@ class Metrics(ReloadListener):
         )
         self.source_errors = Counter(
             "eventscaler_source_errors_total",
-            "Failed queue reads by trigger and kind (QueueNotFound, Timeout, ...).",
+            "Failed source reads by trigger and kind (NotFound, Timeout, Unauthorized...).",
             (*RULE_LABELS, "trigger", "kind"),
             registry=r,
         )
         self.rule_errors = Counter(
             "eventscaler_rule_errors_total",
-            "Ticks that could not do all they should, by kind (deployment-read, queue-read...).",
+            "Ticks that could not do all they should, by kind (deployment-read, source-read...).",
             (*RULE_LABELS, "kind"),
             registry=r,
         )
@@ -104,8 +111,9 @@ class Metrics(ReloadListener):
         for reading in outcome.readings:
             with self._lock:
                 self._triggers.setdefault(rule.name, set()).add(reading.trigger)
-            if reading.length is not None:
-                self.queue_length.labels(*labels, reading.trigger).set(reading.length)
+            if reading.value is not None:
+                self.trigger_value.labels(*labels, reading.trigger).set(reading.value)
+                self.queue_length.labels(*labels, reading.trigger).set(reading.value)
             else:
                 self.source_errors.labels(*labels, reading.trigger, reading.kind or "other").inc()
         if outcome.current is not None:
@@ -135,6 +143,7 @@ class Metrics(ReloadListener):
             with self._lock:
                 triggers = self._triggers.pop(labels[0], set())
             for trigger in triggers:
+                _remove(self.trigger_value, (*labels, trigger))
                 _remove(self.queue_length, (*labels, trigger))
 
     def reload_failed(self) -> None:

@@ -1,10 +1,11 @@
 """The decision: readings, state and time in; the replicas to run and why out. No I/O, no clock.
 
 Every step, in order (the README lists them for users):
-1. Per trigger: desired = ceil(length / queueLength). Between non-zero counts a trigger inside the
-   HPA's tolerance (|length / (queueLength x current) - 1| <= tolerance) proposes `current`.
+1. Per trigger: desired = ceil(value / target) (metricType AverageValue, the default) or
+   ceil(current x value / target) (Value). Between non-zero counts a trigger inside the HPA's
+   tolerance (|usage ratio - 1| <= tolerance) proposes `current`.
    The rule's proposal is the highest one.
-2. active = some trigger's length > its activationQueueLength. A tick on which a trigger failed
+2. active = some trigger's value > its activation threshold. A tick on which a trigger failed
    also counts as (possible) activity: a reading we did not get is never a reading of zero.
 3. At 0 replicas: active -> straight to the proposal, clamped to [max(min, 1), max]. Idle -> stay,
    or lift to minReplicas when it is above 0.
@@ -27,23 +28,25 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from eventscaler.config import AzureQueueTrigger, Rule, ScalingRules
+from eventscaler.config import Rule, ScalingRules
+from eventscaler.formula import FormulaError
+from eventscaler.triggers import VALUE, Trigger
 
 HOLD = "hold"
 
 
 @dataclass(frozen=True)
 class Reading:
-    """One trigger's outcome on one tick: a length, or the error that prevented it."""
+    """One trigger's outcome on one tick: a value, or the error that prevented it."""
 
     trigger: str
-    length: int | None  # None when the read failed
+    value: float | None  # None when the read failed
     error: str | None = None
     kind: str | None = None  # a short word for the failure (QueueNotFound, Timeout...), for metrics
 
     @property
     def ok(self) -> bool:
-        return self.length is not None
+        return self.value is not None
 
 
 @dataclass(frozen=True)
@@ -122,12 +125,9 @@ def decide(
     """Decide the replicas for `rule`; `readings` are in the order of `rule.triggers`."""
     if pause is not None:
         return _paused(current, state, now, pause)
-    summary = _describe_readings(rule, readings)
-    good = [
-        (t, r.length) for t, r in zip(rule.triggers, readings, strict=True) if r.length is not None
-    ]
-    failed = len(good) < len(readings)
-    read_active = any(length > t.activation_queue_length for t, length in good)
+    good, failed = _signals(rule, readings)
+    summary = _describe_readings(rule, readings, good)
+    read_active = any(value > t.activation for t, value in good)
     active = failed or read_active
     state = replace(
         state,
@@ -166,7 +166,7 @@ def decide(
         return decision(target, STEP_TO_ZERO, why)
 
     floor = max(rule.min_replicas, 1)
-    proposal = max(_proposal(t, length, current, rule.tolerance) for t, length in good)
+    proposal = max(_proposal(t, value, current, rule.tolerance) for t, value in good)
     clamped = min(max(proposal, floor), rule.max_replicas)
     if failed and clamped <= current:
         # Partial readings may not lower anything, not even the stabilization history.
@@ -182,11 +182,32 @@ def decide(
     stabilized = min(max(_stabilize(rule, state, now, current, clamped), floor), rule.max_replicas)
     direction = rule.behavior.scale_up if stabilized > current else rule.behavior.scale_down
     target = _apply_rate_policies(direction, state, now, current, stabilized)
-    needs = max(math.ceil(length / t.queue_length) for t, length in good)
+    needs = max(_desired(t, value, current) for t, value in good)
     untolerated = min(max(needs, floor), rule.max_replicas)
     idle = not active and rule.min_replicas == 0
     step = _step(current, clamped, stabilized, target, untolerated, idle)
     return decision(target, step, _explain(current, proposal, clamped, stabilized, target), state)
+
+
+def _signals(rule: Rule, readings: Sequence[Reading]) -> tuple[list[tuple[Trigger, float]], bool]:
+    """The (trigger, value) pairs the decision works on, and whether a reading it needs failed.
+
+    With scalingModifiers the formula's value is the one signal: a failed trigger it names, or a
+    formula that cannot be computed (a division by zero), is a failed reading, never a zero.
+    """
+    read = [(t, r.value) for t, r in zip(rule.triggers, readings, strict=True)]
+    good = [(t, v) for t, v in read if v is not None]
+    failed = len(good) < len(read)
+    modifiers = rule.scaling_modifiers
+    if modifiers is None or modifiers.compiled is None:
+        return good, failed
+    # A failed trigger has no value: `a ?? 0` may still compute, yet the tick still counts as
+    # failed, so it never scales down on a reading it did not get.
+    try:
+        value = modifiers.compiled.evaluate({t.name: v for t, v in good})
+    except FormulaError:
+        return [], True
+    return [(modifiers.as_trigger(), value)], failed
 
 
 def _paused(current: int, state: RuleState, now: float, pause: Pause) -> Decision:
@@ -215,10 +236,10 @@ def _step(
 
 
 def _wake_from_zero(
-    rule: Rule, good: Sequence[tuple[AzureQueueTrigger, int]], state: RuleState, now: float
+    rule: Rule, good: Sequence[tuple[Trigger, float]], state: RuleState, now: float
 ) -> tuple[int, str]:
     """From zero, go straight to what the backlog needs (at least one), not to one first."""
-    proposal = max(math.ceil(length / t.queue_length) for t, length in good)
+    proposal = max(_desired(t, value, 0) for t, value in good)
     clamped = min(max(proposal, rule.min_replicas, 1), rule.max_replicas)
     # Never below minReplicas: an idle rule at zero is lifted to it, an active one not less.
     target = max(
@@ -236,13 +257,27 @@ def _remember(state: RuleState, now: float, recommendation: int) -> RuleState:
     return replace(state, recommendations=(*state.recommendations, (now, recommendation)))
 
 
-def _proposal(trigger: AzureQueueTrigger, length: int, current: int, tolerance: float) -> int:
-    """The HPA's AverageValue rule for one trigger, with its tolerance."""
-    ratio = length / (trigger.queue_length * current)
+def _desired(trigger: Trigger, value: float, current: int) -> int:
+    """The HPA's replica count for one trigger, before tolerance. A Value target is for the whole
+    workload, so it scales the current count; from zero that count is the one replica KEDA wakes."""
+    if trigger.metric_type == VALUE:
+        return math.ceil(value / trigger.target * max(current, 1))
+    return math.ceil(value / trigger.target)
+
+
+def _usage_ratio(trigger: Trigger, value: float, current: int) -> float:
+    if trigger.metric_type == VALUE:
+        return value / trigger.target
+    return value / (trigger.target * current)
+
+
+def _proposal(trigger: Trigger, value: float, current: int, tolerance: float) -> int:
+    """The HPA's rule for one trigger, with its tolerance."""
+    ratio = _usage_ratio(trigger, value, current)
     # The epsilon absorbs float error: 55 / 50 - 1 is 0.10000000000000009, yet 1.1 is within 0.1.
     if abs(ratio - 1.0) <= tolerance + 1e-9:
         return current
-    return math.ceil(length / trigger.queue_length)
+    return _desired(trigger, value, current)
 
 
 def _stabilize(rule: Rule, state: RuleState, now: float, current: int, recommendation: int) -> int:
@@ -337,13 +372,19 @@ def _explain(current: int, proposal: int, clamped: int, stabilized: int, target:
     return why
 
 
-def _describe_readings(rule: Rule, readings: Sequence[Reading]) -> str:
+def _describe_readings(
+    rule: Rule, readings: Sequence[Reading], signals: Sequence[tuple[Trigger, float]]
+) -> str:
     parts = []
     for trigger, reading in zip(rule.triggers, readings, strict=True):
-        if reading.length is None:
+        if reading.value is None:
             parts.append(f"{trigger.label}=failed ({reading.error or 'no reading'})")
         else:
-            parts.append(f"{trigger.label}={reading.length}/{trigger.queue_length:g}")
+            parts.append(f"{trigger.label}={reading.value:g}/{trigger.target:g}")
+    modifiers = rule.scaling_modifiers
+    if modifiers is not None:
+        value = f"{signals[0][1]:g}" if signals else "failed"
+        parts.append(f"formula {modifiers.formula!r}={value}/{modifiers.target:g}")
     return "readings " + ", ".join(parts)
 
 

@@ -5,19 +5,19 @@ ticks, `record_scale` after each write, which always succeeds here); nothing of 
 copied. The same load can also run under the KEDA model (`keda_model.py`) and under an oracle.
 
 The worker model (docs/simulate.md explains it with pictures):
-- The queue is a fluid: `backlog` is every message not yet processed (visible and in flight).
+- The backlog is a fluid: every message not yet processed (waiting and in flight).
   Messages arrive at the instants the load gives; each ready replica processes `processing_rate`
   messages per second, continuously, so the backlog falls linearly between events.
 - A replica the autoscaler adds is ready `startup_seconds` later; until then it costs but does not
   work. Replicas present at the start are ready. Scale-in removes starting replicas first (the
   newest), then ready ones, as a ReplicaSet does.
-- The autoscaler reads the queue every `pollingInterval` of the rule, from t=0. A reading is the
-  backlog rounded up; with `queueLengthStrategy: visibleOnly` it leaves out one in-flight message
-  per ready replica. A load with reading noise multiplies each reading by (1 + e), e drawn from
-  N(0, noise) and the same for every reader at the same instant. Every trigger of the rule reads
-  the same simulated queue.
+- The autoscaler reads its triggers every `pollingInterval` of the rule, from t=0. What a trigger
+  reads is its source's to say (`SourceType.simulated_value`): most read the backlog rounded up;
+  one that counts only waiting messages leaves out one in-flight message per ready replica. A
+  load with reading noise multiplies each reading by (1 + e), e drawn from N(0, noise) and the
+  same for every reader at the same instant. Every trigger of the rule reads the same backlog.
 - The oracle asks, at every instant and without polling, for exactly what the rule's arithmetic
-  asks for the true backlog: ceil(backlog / queueLength) clamped to [minReplicas, maxReplicas], 0
+  asks for the true backlog: ceil(backlog / target) clamped to [minReplicas, maxReplicas], 0
   when the backlog is empty (no cooldown, no window, no activation threshold). Its replicas still
   take `startup_seconds`. It bounds the reaction time and the cost of any poll-based policy with
   this target; it is not a bound on the backlog (keeping replicas longer drains faster).
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from eventscaler import sources
 from eventscaler.config import Rule, describe_rule, load_rules
 from eventscaler.keda_model import MODEL_LABEL, KedaModel, settings_from_rule
 from eventscaler.policy import Reading, RuleState, decide, initial_state
@@ -59,12 +60,12 @@ class WorkerModel:
 
 
 @dataclass(frozen=True)
-class QueueView:
+class BacklogView:
     """What a controller can know at one instant."""
 
     backlog: float  # the truth: messages not yet processed (only the oracle uses it)
     ready: int
-    lengths: tuple[int, ...]  # what each trigger of the rule reads
+    values: tuple[float, ...]  # what each trigger of the rule reads
 
 
 class Controller(Protocol):
@@ -78,7 +79,7 @@ class Controller(Protocol):
         """The next instant after `now` this controller needs an event, given the drain."""
         ...
 
-    def tick(self, now: float, view: QueueView, current: int) -> tuple[int, str]: ...
+    def tick(self, now: float, view: BacklogView, current: int) -> tuple[int, str]: ...
 
 
 class PolicyController:
@@ -98,11 +99,11 @@ class PolicyController:
     def next_wakeup(self, now: float, backlog: float, drain: float) -> float:
         return self.start + self._ticks * self.rule.polling_interval
 
-    def tick(self, now: float, view: QueueView, current: int) -> tuple[int, str]:
+    def tick(self, now: float, view: BacklogView, current: int) -> tuple[int, str]:
         self._ticks += 1
         readings = [
-            Reading(t.label, length)
-            for t, length in zip(self.rule.triggers, view.lengths, strict=True)
+            Reading(t.label, value)
+            for t, value in zip(self.rule.triggers, view.values, strict=True)
         ]
         decision = decide(self.rule, readings, current, self.state, now)
         self.state = decision.state
@@ -126,8 +127,8 @@ class KedaController:
     def next_wakeup(self, now: float, backlog: float, drain: float) -> float:
         return self.model.next_tick()
 
-    def tick(self, now: float, view: QueueView, current: int) -> tuple[int, str]:
-        actions = self.model.tick(now, view.lengths, current)
+    def tick(self, now: float, view: BacklogView, current: int) -> tuple[int, str]:
+        actions = self.model.tick(now, view.values, current)
         reasons = "; ".join(a.reason for a in actions if a.changes)
         return (actions[-1].target if actions else current), reasons
 
@@ -139,13 +140,13 @@ class Oracle:
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
-        self.queue_length = min(t.queue_length for t in rule.triggers)  # the highest ask wins
+        self.target = min(t.target for t in rule.triggers)  # the highest ask wins
 
     def due(self, now: float) -> bool:
         return True  # at every instant
 
     def needed(self, backlog: float) -> int:
-        asked = math.ceil(backlog / self.queue_length - _EPS) if backlog > _EPS else 0
+        asked = math.ceil(backlog / self.target - _EPS) if backlog > _EPS else 0
         return min(max(asked, self.rule.min_replicas), self.rule.max_replicas)
 
     def next_wakeup(self, now: float, backlog: float, drain: float) -> float:
@@ -153,9 +154,9 @@ class Oracle:
         need = self.needed(backlog)
         if drain <= 0 or need == 0 or need - 1 < self.rule.min_replicas:
             return math.inf
-        return now + max(backlog - (need - 1) * self.queue_length, 0.0) / drain
+        return now + max(backlog - (need - 1) * self.target, 0.0) / drain
 
-    def tick(self, now: float, view: QueueView, current: int) -> tuple[int, str]:
+    def tick(self, now: float, view: BacklogView, current: int) -> tuple[int, str]:
         need = self.needed(view.backlog)
         return need, f"oracle: backlog {view.backlog:.6g} needs {need}"
 
@@ -200,7 +201,7 @@ class Run:
 
 @dataclass
 class _World:
-    """One controller's queue and replicas during a run."""
+    """One controller's backlog and replicas during a run."""
 
     backlog: float = 0.0
     pods: list[float] = field(default_factory=list)  # the time each replica is (or was) ready
@@ -231,20 +232,21 @@ class _World:
             del self.pods[: len(self.pods) - target]
 
 
-def read_lengths(rule: Rule, load: Load, now: float, backlog: float, ready: int) -> tuple[int, ...]:
+def read_values(
+    rule: Rule, load: Load, now: float, backlog: float, ready: int
+) -> tuple[float, ...]:
     """What each trigger reads: the backlog rounded up, per strategy, with the load's noise."""
     total = max(math.ceil(backlog - _EPS), 0)
     error = 0.0
     if load.reading_noise:
         # Seeded by the instant, so every reader at one instant sees the same error.
         error = random.Random(f"{load.seed}:{now:.6f}").gauss(0.0, load.reading_noise)
-    lengths = []
+    values = []
     for trigger in rule.triggers:
-        length = (
-            total - min(total, ready) if trigger.queue_length_strategy == "visibleOnly" else total
-        )
-        lengths.append(max(round(length * (1.0 + error)), 0))
-    return tuple(lengths)
+        source = sources.source_type(trigger.type)
+        value = source.simulated_value(trigger.settings, total, min(total, ready))
+        values.append(float(max(round(value * (1.0 + error)), 0)))
+    return tuple(values)
 
 
 def simulate(
@@ -261,7 +263,7 @@ def simulate(
     world = _World(pods=[0.0] * initial_replicas)
     arrivals = load.arrivals
     first_message = load.first_arrival
-    q = min(t.queue_length for t in rule.triggers)
+    q = min(t.target for t in rule.triggers)
     floor = max(rule.min_replicas, 1)
 
     def is_enough(backlog: float, ready: int) -> bool:
@@ -279,8 +281,8 @@ def simulate(
             next_arrival += 1
         if controller.due(t):
             ready = world.ready(t)
-            view = QueueView(
-                world.backlog, ready, read_lengths(rule, load, t, world.backlog, ready)
+            view = BacklogView(
+                world.backlog, ready, read_values(rule, load, t, world.backlog, ready)
             )
             current = len(world.pods)
             target, reason = controller.tick(t, view, current)
@@ -491,7 +493,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
         write_csv(runs, args.csv)
         print(f"\ntimeline written to {args.csv}")
     if args.plot:
-        from eventscaler.compare import plot_runs
+        from eventscaler.plots import plot_runs
 
         try:
             plot_runs(runs, load, rule, workers, args.plot)

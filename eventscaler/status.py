@@ -13,7 +13,7 @@ from typing import Any
 from eventscaler.daemon import ReloadListener
 from eventscaler.engine import Outcome
 
-COLUMNS = ("RULE", "TARGET", "CURRENT", "DESIRED", "QUEUES", "ACTIVE", "COOLDOWN", "LAST SCALE",
+COLUMNS = ("RULE", "TARGET", "CURRENT", "DESIRED", "TRIGGERS", "ACTIVE", "COOLDOWN", "LAST SCALE",
            "REASON", "ERROR")  # fmt: skip
 
 
@@ -66,7 +66,7 @@ def outcome_row(outcome: Outcome) -> dict[str, Any]:
         # After a successful write the Deployment has the new count.
         "current": decision.target if outcome.wrote and decision else outcome.current,
         "desired": decision.target if decision else None,
-        "queues": {r.trigger: r.length for r in outcome.readings},
+        "triggers": {r.trigger: r.value for r in outcome.readings},
         "active": decision.active if decision else None,
         "cooldown_left": outcome.cooldown_left,
         "step": decision.step if decision else None,
@@ -76,6 +76,14 @@ def outcome_row(outcome: Outcome) -> dict[str, Any]:
         "updated_at": outcome.finished_at,
         "last_scale": None,
     }
+
+
+def _values(values: Mapping[str, float | None]) -> str:
+    return ",".join(f"{k}={'?' if v is None else f'{v:g}'}" for k, v in values.items()) or "-"
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], now: float | None = None) -> str:
@@ -88,9 +96,8 @@ def render_table(rows: Sequence[Mapping[str, Any]], now: float | None = None) ->
             row["target"],
             _num(row.get("current")),
             _num(row.get("desired")),
-            ",".join(f"{k}={'?' if v is None else v}" for k, v in row.get("queues", {}).items())
-            or "-",
-            {True: "yes", False: "no"}.get(row.get("active"), "-"),
+            _values(row.get("triggers", {})),
+            _yes_no(row.get("active")),
             "-" if row.get("cooldown_left") is None else f"{row['cooldown_left']:.0f}s",
             _last_scale(row.get("last_scale"), now),
             row.get("step") or "-",

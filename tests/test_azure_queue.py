@@ -61,11 +61,12 @@ from azure.storage.queue import QueueSasPermissions, QueueServiceClient, generat
 
 from eventscaler import redact as redact_module
 from eventscaler import retry
-from eventscaler.config import AzureQueueTrigger, parse_trigger
+from eventscaler.config import parse_trigger
 from eventscaler.redact import RedactingFilter, redact, register_secret
 from eventscaler.sources import azure_queue
 from eventscaler.sources.azure_queue import (
     AccountUrl,
+    AzureQueueSettings,
     AzureQueueSource,
     QueueReadError,
     default_account_url,
@@ -105,7 +106,7 @@ def receive_without_delete(azurite: Azurite, queue: str, n: int) -> None:
     assert len(got) == n
 
 
-def read_error(source: AzureQueueSource, trigger: AzureQueueTrigger) -> QueueReadError:
+def read_error(source: AzureQueueSource, trigger: AzureQueueSettings) -> QueueReadError:
     with pytest.raises(QueueReadError) as info:
         source.read_length(trigger)
     return info.value
@@ -125,7 +126,7 @@ def assert_clean_message(error: QueueReadError, azurite_key: str, *secrets: str)
 
 def test_all_counts_in_flight_messages(azurite: Azurite, source: AzureQueueSource) -> None:
     queue = new_queue(azurite, messages=5)
-    trigger = AzureQueueTrigger(queue_name=queue)
+    trigger = AzureQueueSettings(queue_name=queue)
     assert source.read_length(trigger) == 5
 
     receive_without_delete(azurite, queue, 2)
@@ -141,14 +142,14 @@ def test_visible_only_counts_only_visible(
 ) -> None:
     queue = new_queue(azurite, messages=6)
     receive_without_delete(azurite, queue, 2)
-    trigger = AzureQueueTrigger(queue_name=queue, queue_length_strategy=strategy)
+    trigger = AzureQueueSettings(queue_name=queue, queue_length_strategy=strategy)
     assert source.read_length(trigger) == 4
 
 
 def test_visible_only_is_exact_below_32(azurite: Azurite, source: AzureQueueSource) -> None:
     queue = new_queue(azurite, messages=36)
     receive_without_delete(azurite, queue, 5)  # 31 visible: under the peek limit
-    trigger = AzureQueueTrigger(queue_name=queue, queue_length_strategy="visibleOnly")
+    trigger = AzureQueueSettings(queue_name=queue, queue_length_strategy="visibleOnly")
     assert source.read_length(trigger) == 31
 
 
@@ -157,21 +158,21 @@ def test_visible_only_falls_back_to_approximate_count_at_32(
 ) -> None:
     queue = new_queue(azurite, messages=40)
     receive_without_delete(azurite, queue, 5)  # 35 visible: a peek returns its limit of 32
-    trigger = AzureQueueTrigger(queue_name=queue, queue_length_strategy="visibleOnly")
+    trigger = AzureQueueSettings(queue_name=queue, queue_length_strategy="visibleOnly")
     assert source.read_length(trigger) == 40  # the approximate count, in-flight included
 
 
 def test_empty_queue_reads_zero(azurite: Azurite, source: AzureQueueSource) -> None:
     queue = new_queue(azurite)
-    assert source.read_length(AzureQueueTrigger(queue_name=queue)) == 0
-    visible = AzureQueueTrigger(queue_name=queue, queue_length_strategy="visibleOnly")
+    assert source.read_length(AzureQueueSettings(queue_name=queue)) == 0
+    visible = AzureQueueSettings(queue_name=queue, queue_length_strategy="visibleOnly")
     assert source.read_length(visible) == 0
 
 
 def test_unknown_strategy_is_a_bug_not_a_queue_error(
     azurite: Azurite, source: AzureQueueSource
 ) -> None:
-    trigger = AzureQueueTrigger(queue_name=new_queue(azurite), queue_length_strategy="newest")
+    trigger = AzureQueueSettings(queue_name=new_queue(azurite), queue_length_strategy="newest")
     with pytest.raises(ValueError, match="newest"):
         source.read_length(trigger)
 
@@ -182,9 +183,9 @@ def test_unknown_strategy_is_a_bug_not_a_queue_error(
 @pytest.mark.parametrize("strategy", ["all", "visibleOnly"])
 def test_missing_queue(azurite: Azurite, source: AzureQueueSource, strategy: str) -> None:
     error = read_error(
-        source, AzureQueueTrigger(queue_name="no-such-queue", queue_length_strategy=strategy)
+        source, AzureQueueSettings(queue_name="no-such-queue", queue_length_strategy=strategy)
     )
-    assert error.kind == "QueueNotFound"
+    assert error.code == "QueueNotFound"
     assert error.queue_name == "no-such-queue"
     assert "'no-such-queue'" in str(error)
     assert ENV in str(error)
@@ -194,9 +195,9 @@ def test_missing_queue(azurite: Azurite, source: AzureQueueSource, strategy: str
 @pytest.mark.parametrize("environ", [{}, {"MY_QUEUE_CONN": ""}, {"MY_QUEUE_CONN": "  "}])
 def test_missing_connection_string(azurite: Azurite, environ: dict[str, str]) -> None:
     source = AzureQueueSource(environ=environ)
-    trigger = AzureQueueTrigger(queue_name="orders", connection_from_env="MY_QUEUE_CONN")
+    trigger = AzureQueueSettings(queue_name="orders", connection_from_env="MY_QUEUE_CONN")
     error = read_error(source, trigger)
-    assert error.kind == "MissingConnectionString"
+    assert error.code == "MissingConnectionString"
     assert "MY_QUEUE_CONN" in str(error)
     assert_clean_message(error, azurite.account_key)
 
@@ -213,8 +214,8 @@ def test_missing_connection_string(azurite: Azurite, environ: dict[str, str]) ->
 )
 def test_malformed_connection_string(azurite: Azurite, value: str) -> None:
     source = AzureQueueSource(environ={ENV: value})
-    error = read_error(source, AzureQueueTrigger(queue_name="orders"))
-    assert error.kind == "InvalidConnectionString"
+    error = read_error(source, AzureQueueSettings(queue_name="orders"))
+    assert error.code == "InvalidConnectionString"
     assert ENV in str(error)
     assert_clean_message(error, azurite.account_key, value, "SuperSecretValue1234567890")
     # No chained SDK error that a traceback could print the value from.
@@ -225,8 +226,8 @@ def test_undecodable_key_is_invalid_connection_string(azurite: Azurite) -> None:
     bad_key = "NotBase64Key0"  # 13 characters: no base64 decoding of it exists
     value = azurite.connection_string.replace(azurite.account_key, bad_key)
     source = AzureQueueSource(environ={ENV: value})
-    error = read_error(source, AzureQueueTrigger(queue_name=new_queue(azurite)))
-    assert error.kind == "InvalidConnectionString"
+    error = read_error(source, AzureQueueSettings(queue_name=new_queue(azurite)))
+    assert error.code == "InvalidConnectionString"
     assert_clean_message(error, azurite.account_key, bad_key, value)
 
 
@@ -235,9 +236,9 @@ def test_wrong_key_is_authentication_failed(azurite: Azurite) -> None:
     source = AzureQueueSource(environ={ENV: value})
     queue = new_queue(azurite)
     for strategy in ("all", "visibleOnly"):
-        trigger = AzureQueueTrigger(queue_name=queue, queue_length_strategy=strategy)
+        trigger = AzureQueueSettings(queue_name=queue, queue_length_strategy=strategy)
         error = read_error(source, trigger)
-        assert error.kind == "AuthenticationFailed"
+        assert error.code == "AuthenticationFailed"
         assert "403" in str(error)
         assert_clean_message(error, azurite.account_key, WRONG_KEY, value)
     source.close()
@@ -255,12 +256,12 @@ def test_sas_connection_string(azurite: Azurite, permission: str, kind: str | No
     )
     value = f"QueueEndpoint={azurite.queue_endpoint};SharedAccessSignature={sas}"
     source = AzureQueueSource(environ={ENV: value})
-    trigger = AzureQueueTrigger(queue_name=queue)
+    trigger = AzureQueueSettings(queue_name=queue)
     if kind is None:
         assert source.read_length(trigger) == 3
     else:
         error = read_error(source, trigger)
-        assert error.kind == kind
+        assert error.code == kind
         signature = parse_qs(sas)["sig"][0]
         assert_clean_message(error, azurite.account_key, sas, signature)
     assert redact(f"?{sas}") == "?***"
@@ -273,7 +274,7 @@ def test_stopped_azurite_fails_fast_and_restart_recovers() -> None:
     with Azurite() as server:
         queue = new_queue(server, messages=3)
         source = AzureQueueSource(environ={ENV: server.connection_string}, timeout_seconds=timeout)
-        trigger = AzureQueueTrigger(queue_name=queue)
+        trigger = AzureQueueSettings(queue_name=queue)
         assert source.read_length(trigger) == 3
 
         pid = server.pid
@@ -282,7 +283,7 @@ def test_stopped_azurite_fails_fast_and_restart_recovers() -> None:
         started = time.monotonic()
         error = read_error(source, trigger)
         elapsed = time.monotonic() - started
-        assert error.kind in ("ConnectionError", "Timeout")
+        assert error.code in ("ConnectionError", "Timeout")
         assert elapsed < 3 * timeout
         assert f"127.0.0.1:{server.port}" in str(error)
         assert_clean_message(error, server.account_key)
@@ -312,10 +313,10 @@ def test_silent_server_times_out_within_bound(azurite: Azurite) -> None:
         source = AzureQueueSource(environ={ENV: value}, timeout_seconds=timeout)
         started = time.monotonic()
         with retry.budget(2.5 * timeout):  # the tick's budget: one retry fits, a third does not
-            error = read_error(source, AzureQueueTrigger(queue_name="orders"))
+            error = read_error(source, AzureQueueSettings(queue_name="orders"))
         elapsed = time.monotonic() - started
         source.close()
-    assert error.kind == "Timeout"
+    assert error.code == "Timeout"
     assert elapsed < 2.5 * timeout + 0.3
     assert_clean_message(error, azurite.account_key)
 
@@ -325,7 +326,7 @@ def test_one_dropped_connection_is_retried(azurite: Azurite) -> None:
     with DroppingProxy(azurite.port, drop_first=1) as proxy:
         value = azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/")
         source = AzureQueueSource(environ={ENV: value}, timeout_seconds=1.0)
-        assert source.read_length(AzureQueueTrigger(queue_name=queue)) == 2
+        assert source.read_length(AzureQueueSettings(queue_name=queue)) == 2
         source.close()
     assert proxy.accepted == 2
 
@@ -336,9 +337,9 @@ def test_retries_are_bounded_in_count_and_by_the_tick(azurite: Azurite) -> None:
             value = azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/")
             source = AzureQueueSource(environ={ENV: value}, timeout_seconds=1.0)
             with retry.budget(tick_budget):
-                error = read_error(source, AzureQueueTrigger(queue_name="orders"))
+                error = read_error(source, AzureQueueSettings(queue_name="orders"))
             source.close()
-        assert error.kind == "ConnectionError"
+        assert error.code == "ConnectionError"
         assert proxy.accepted == tries
 
 
@@ -352,7 +353,10 @@ def test_clients_are_reused_and_rebuilt_when_the_value_changes(
     environ = {ENV: azurite.connection_string}
     source = AzureQueueSource(environ=environ)
     first, second = new_queue(azurite, messages=1), new_queue(azurite, messages=2)
-    trigger_1, trigger_2 = AzureQueueTrigger(queue_name=first), AzureQueueTrigger(queue_name=second)
+    trigger_1, trigger_2 = (
+        AzureQueueSettings(queue_name=first),
+        AzureQueueSettings(queue_name=second),
+    )
 
     for _ in range(3):
         assert source.read_length(trigger_1) == 1
@@ -380,7 +384,9 @@ def test_two_env_vars_with_the_same_value_share_a_client(
     )
     queue = new_queue(azurite, messages=1)
     for env in ("A", "B"):
-        assert source.read_length(AzureQueueTrigger(queue_name=queue, connection_from_env=env)) == 1
+        assert (
+            source.read_length(AzureQueueSettings(queue_name=queue, connection_from_env=env)) == 1
+        )
     assert len(built) == 1
     source.close()
 
@@ -391,14 +397,14 @@ def test_concurrent_reads(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> 
     for count in (0, 1, 7, 40):
         expected[new_queue(azurite, messages=count)] = count
     triggers = [
-        AzureQueueTrigger(queue_name=queue, queue_length_strategy=strategy)
+        AzureQueueSettings(queue_name=queue, queue_length_strategy=strategy)
         for queue in expected
         for strategy in ("all", "visibleOnly")
     ]
     source = AzureQueueSource(environ={ENV: azurite.connection_string})
     start = threading.Barrier(8)
 
-    def read(i: int) -> tuple[AzureQueueTrigger, int]:
+    def read(i: int) -> tuple[AzureQueueSettings, int]:
         if i < 8:
             start.wait()  # the first reads race for the empty cache
         trigger = triggers[i % len(triggers)]
@@ -422,9 +428,9 @@ def test_nothing_logged_carries_the_key(azurite: Azurite, caplog: pytest.LogCapt
     wrong_value = azurite.connection_string.replace(azurite.account_key, WRONG_KEY)
     wrong = AzureQueueSource(environ={ENV: wrong_value})
     queue = new_queue(azurite, messages=2)
-    good.read_length(AzureQueueTrigger(queue_name=queue))
-    read_error(good, AzureQueueTrigger(queue_name="no-such-queue"))
-    read_error(wrong, AzureQueueTrigger(queue_name=queue))
+    good.read_length(AzureQueueSettings(queue_name=queue))
+    read_error(good, AzureQueueSettings(queue_name="no-such-queue"))
+    read_error(wrong, AzureQueueSettings(queue_name=queue))
     good.close()
     wrong.close()
     assert azurite.account_key not in caplog.text
@@ -438,7 +444,7 @@ def test_sdk_http_logging_is_silenced() -> None:
 
 def test_connection_secrets_are_registered_for_redaction(azurite: Azurite) -> None:
     source = AzureQueueSource(environ={ENV: azurite.connection_string})
-    source.read_length(AzureQueueTrigger(queue_name=new_queue(azurite)))
+    source.read_length(AzureQueueSettings(queue_name=new_queue(azurite)))
     source.close()
     assert redact(f"key={azurite.account_key}") == "key=***"
     assert redact(azurite.connection_string) == "***"
@@ -609,7 +615,7 @@ def test_connection_pool_matches_worker_count(
     """More concurrent reads than the SDK's default pool of 10 reuse connections, no warnings."""
     queue = f"q-{uuid.uuid4().hex[:12]}"
     azurite.create_queue(queue)
-    trigger = AzureQueueTrigger(queue_name=queue, connection_from_env=ENV)
+    trigger = AzureQueueSettings(queue_name=queue, connection_from_env=ENV)
     source = AzureQueueSource(environ={ENV: azurite.connection_string}, pool_size=16)
     with caplog.at_level(logging.WARNING, logger="urllib3"), ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda _: source.read_length(trigger), range(160)))
@@ -678,9 +684,9 @@ def azurite_url(azurite: Azurite, host: str = "127.0.0.1") -> AccountUrl:
     return lambda trigger: f"https://{host}:{azurite.port}/{trigger.account_name}"
 
 
-def identity_trigger(queue: str, strategy: str = "all") -> AzureQueueTrigger:
+def identity_trigger(queue: str, strategy: str = "all") -> AzureQueueSettings:
     """A trigger as the rule file gives it for `accountName: devstoreaccount1`."""
-    return AzureQueueTrigger(
+    return AzureQueueSettings(
         queue_name=queue,
         queue_length_strategy=strategy,
         connection_from_env="",
@@ -798,7 +804,7 @@ def test_identity_token_refused_is_authentication_failed(
     source = identity_source(https_azurite, credential)
     for strategy in ("all", "visibleOnly"):
         error = read_error(source, identity_trigger(queue, strategy))
-        assert error.kind == "AuthenticationFailed"
+        assert error.code == "AuthenticationFailed"
         assert "HTTP 403 AuthenticationFailed" in str(error)
         assert detail in str(error)
         assert "Storage Queue Data Reader" in str(error)
@@ -825,7 +831,7 @@ def test_credential_unavailable_names_the_account_and_never_a_token(
 
     error = read_error(source, trigger)
     source.close()
-    assert error.kind == "CredentialUnavailable"
+    assert error.code == "CredentialUnavailable"
     assert str(error) == (
         f"azure queue {queue!r} (account {ACCOUNT_NAME} with Azure AD (DefaultAzureCredential)): "
         f"CredentialUnavailable: FakeCredential gave no Azure AD token for "
@@ -861,7 +867,7 @@ def test_credential_chain_failure_is_one_line_naming_each_credential(
     source = identity_source(https_azurite, chain)
     error = read_error(source, identity_trigger(new_queue(https_azurite)))
     source.close()
-    assert error.kind == "CredentialUnavailable"
+    assert error.code == "CredentialUnavailable"
     assert "\n" not in str(error)
     assert str(error).endswith(
         f"ChainedTokenCredential gave no Azure AD token for https://127.0.0.1:"
@@ -878,7 +884,7 @@ def test_default_azure_credential_offline_is_credential_unavailable(
     source = AzureQueueSource(environ={}, account_url=azurite_url(https_azurite))
     error = read_error(source, identity_trigger(new_queue(https_azurite)))
     source.close()
-    assert error.kind == "CredentialUnavailable"
+    assert error.code == "CredentialUnavailable"
     text = str(error)
     assert "\n" not in text
     assert "DefaultAzureCredential gave no Azure AD token for https://127.0.0.1:" in text
@@ -894,7 +900,7 @@ def test_invalid_default_credential_settings_are_credential_unavailable(
     monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "NoSuchCredential")
     source = AzureQueueSource(environ={}, account_url=lambda t: "https://127.0.0.1:9/x")
     error = read_error(source, identity_trigger("orders"))
-    assert error.kind == "CredentialUnavailable"
+    assert error.code == "CredentialUnavailable"
     assert "AZURE_TOKEN_CREDENTIALS" in str(error)
     assert error.__cause__ is None
 
@@ -919,7 +925,7 @@ def test_one_credential_per_process_built_lazily_and_once(
     ]
     # Connection strings only: no credential is built.
     plain = new_queue(azurite, messages=1)
-    assert sources[0].read_length(AzureQueueTrigger(queue_name=plain)) == 1
+    assert sources[0].read_length(AzureQueueSettings(queue_name=plain)) == 1
     assert built == []
 
     start = threading.Barrier(8)
@@ -984,7 +990,7 @@ def test_identity_reads_use_the_same_bounded_retries(https_azurite: Azurite) -> 
             if drop_first == 1:
                 assert source.read_length(identity_trigger(queue)) == 2
             else:
-                assert read_error(source, identity_trigger(queue)).kind == "ConnectionError"
+                assert read_error(source, identity_trigger(queue)).code == "ConnectionError"
             source.close()
         assert proxy.accepted == accepted  # the same bounded retries as connection strings
 
@@ -1006,7 +1012,7 @@ def test_identity_silent_server_times_out_within_bound() -> None:
             error = read_error(source, identity_trigger("orders"))
         elapsed = time.monotonic() - started
         source.close()
-    assert error.kind == "Timeout"  # the TLS handshake never completes
+    assert error.code == "Timeout"  # the TLS handshake never completes
     assert elapsed < 2.5 * timeout + 0.3
 
 
@@ -1029,8 +1035,8 @@ def test_default_account_url_per_cloud(cloud: str, suffix: str, url: str) -> Non
     if suffix:
         metadata["endpointSuffix"] = suffix
     # As the rule file gives it (suffix resolved by the loader) and as built by hand (not resolved).
-    loaded = parse_trigger(metadata, "triggers[0]")
-    by_hand = AzureQueueTrigger(
+    loaded = parse_trigger(metadata, "triggers[0]").settings
+    by_hand = AzureQueueSettings(
         queue_name="orders", account_name="myaccount", cloud=cloud, endpoint_suffix=suffix
     )
     assert default_account_url(loaded) == url
@@ -1038,7 +1044,7 @@ def test_default_account_url_per_cloud(cloud: str, suffix: str, url: str) -> Non
 
 
 def test_default_account_url_needs_a_suffix_for_private_clouds() -> None:
-    trigger = AzureQueueTrigger(queue_name="orders", account_name="myaccount", cloud="Private")
+    trigger = AzureQueueSettings(queue_name="orders", account_name="myaccount", cloud="Private")
     with pytest.raises(ValueError, match="endpoint suffix"):
         default_account_url(trigger)
 

@@ -62,7 +62,8 @@ def test_health_and_readiness_of_a_working_daemon(
     with start_daemon(cluster, azurite, rules) as proc:
         port = health_port(proc)
         assert get(port, "/healthz") == (200, "ok\n")
-        assert get(port, "/readyz") == (200, "ok\n")
+        # Ready once the first load is done (it imports the rules' source modules).
+        wait_for(lambda: get(port, "/readyz") == (200, "ok\n"), 30, what="ready")
         assert get(port, "/nope")[0] == 404
         assert proc.stop() == 0
 
@@ -98,8 +99,11 @@ def test_not_ready_while_the_api_server_fails(
     fault = server.inject_fault(r"^/version", status=500)
     try:
         with start_daemon(cluster, azurite, rules) as proc:
-            status, text = get(health_port(proc), "/readyz")
-            assert status == 503 and "Kubernetes API unreachable" in text
+            port = health_port(proc)
+            # Not ready before the first load either; once loaded, the API check is the reason.
+            wait_for(lambda: "Kubernetes API unreachable" in get(port, "/readyz")[1], 30,
+                     what="the API check as the reason")  # fmt: skip
+            assert get(port, "/readyz")[0] == 503
             assert proc.stop() == 0
     finally:
         server.clear_faults()

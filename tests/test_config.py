@@ -27,7 +27,6 @@ import pytest
 import yaml
 
 from eventscaler.config import (
-    DEFAULT_CONNECTION_ENV,
     ConfigError,
     LoadResult,
     Rule,
@@ -38,6 +37,7 @@ from eventscaler.config import (
     parse_rules_text,
     rules_in_force,
 )
+from eventscaler.sources.azure_queue import DEFAULT_CONNECTION_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE = "rules.yaml"
@@ -91,10 +91,14 @@ def test_minimal_rule_gets_keda_defaults() -> None:
     assert (loaded.min_replicas, loaded.max_replicas) == (0, 100)
     assert (loaded.polling_interval, loaded.cooldown_period, loaded.tolerance) == (30, 300, 0.1)
     (only,) = loaded.triggers
-    assert only.queue_name == "orders"
-    assert (only.queue_length, only.activation_queue_length) == (5, 0)
-    assert only.queue_length_strategy == "all"
-    assert only.connection_from_env == DEFAULT_CONNECTION_ENV == "AZURE_STORAGE_CONNECTION_STRING"
+    assert only.settings.queue_name == "orders"
+    assert (only.target, only.activation) == (5, 0)
+    assert only.settings.queue_length_strategy == "all"
+    assert (
+        only.settings.connection_from_env
+        == DEFAULT_CONNECTION_ENV
+        == "AZURE_STORAGE_CONNECTION_STRING"
+    )
     assert only.label == "orders"
     assert loaded.behavior.scale_up.stabilization_window_seconds == 0
     assert loaded.behavior.scale_up.policies == ()
@@ -137,10 +141,10 @@ def test_full_rule_keeps_every_field() -> None:
     assert (loaded.min_replicas, loaded.max_replicas) == (1, 20)
     assert (loaded.polling_interval, loaded.cooldown_period, loaded.tolerance) == (15, 300, 0.2)
     first, second = loaded.triggers
-    assert (first.label, first.queue_name, first.queue_length) == ("big-orders", "orders", 10)
-    assert (first.activation_queue_length, first.queue_length_strategy) == (3, "visibleOnly")
-    assert first.connection_from_env == "SHOP_QUEUES"
-    assert (second.label, second.queue_length) == ("returns", 2.5)
+    assert (first.label, first.settings.queue_name, first.target) == ("big-orders", "orders", 10)
+    assert (first.activation, first.settings.queue_length_strategy) == (3, "visibleOnly")
+    assert first.settings.connection_from_env == "SHOP_QUEUES"
+    assert (second.label, second.target) == ("returns", 2.5)
     up, down = loaded.behavior.scale_up, loaded.behavior.scale_down
     assert (up.stabilization_window_seconds, up.select_policy) == (60, "Min")
     assert up.policies == (ScalingPolicy("Pods", 4, 15), ScalingPolicy("Percent", 100, 60))
@@ -173,7 +177,7 @@ def test_defaults_may_hold_the_triggers_of_every_rule() -> None:
         defaults={"triggers": [trigger(queueLength=9)]},
     )
     assert result.ok, problem_lines(result)
-    assert [r.triggers[0].queue_length for r in result.rules] == [9, 9]
+    assert [r.triggers[0].target for r in result.rules] == [9, 9]
 
 
 def test_describe_rule_is_one_line_with_the_numbers_that_matter() -> None:
@@ -232,7 +236,7 @@ def test_polling_interval_must_be_more_than_zero_but_cooldown_may_be_zero() -> N
 )
 def test_queue_length_strategy_is_case_insensitive(written: str, canonical: str) -> None:
     loaded = load_one(triggers=[trigger(queueLengthStrategy=written)])
-    assert loaded.triggers[0].queue_length_strategy == canonical
+    assert loaded.triggers[0].settings.queue_length_strategy == canonical
 
 
 def test_unknown_queue_length_strategy_lists_the_choices() -> None:
@@ -376,8 +380,8 @@ def test_duplicate_trigger_names_are_rejected() -> None:
         ({"triggers": []}, "triggers: expected a non-empty list, got []"),
         ({"triggers": None}, "triggers: is required"),
         (
-            {"triggers": [trigger(type="azure-servicebus")]},
-            "triggers[0].type: expected 'azure-queue'",
+            {"triggers": [trigger(type="azure-queues")]},
+            "triggers[0].type: unknown trigger type 'azure-queues' (did you mean 'azure-queue'?)",
         ),
         ({"triggers": [{"type": "azure-queue"}]}, "triggers[0].queueName: is required"),
         ({"triggers": [trigger(queueName="Orders_1")]}, "triggers[0].queueName: expected an Azure"),

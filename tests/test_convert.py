@@ -259,8 +259,8 @@ def test_documented_azure_queue_example() -> None:
     one(notes, "connectionFromEnv: note:", "reads it from its own")
     one(notes, "behavior.scaleUp: note:", "4 pods or 100 % per 15 s")
     rule = assert_round_trip(conversion).rules[0]
-    assert rule.triggers[0].queue_length == 5.0
-    assert rule.triggers[0].activation_queue_length == 50.0
+    assert rule.triggers[0].target == 5.0
+    assert rule.triggers[0].activation == 50.0
 
 
 def test_trigger_authentication_with_a_secret_is_explained() -> None:
@@ -300,8 +300,8 @@ def test_workload_identity_maps_to_account_name() -> None:
     line = one(messages(conversion, converted=False), "authenticationRef")
     assert "uses its own Azure AD identity for account mystorageaccount" in line
     rule = assert_round_trip(conversion).rules[0]
-    assert rule.triggers[0].uses_identity
-    assert rule.triggers[0].endpoint_suffix == "queue.local.azurestack.external"
+    assert rule.triggers[0].settings.uses_identity
+    assert rule.triggers[0].settings.endpoint_suffix == "queue.local.azurestack.external"
 
 
 def test_full_spec_mapped_and_the_rest_listed() -> None:
@@ -333,7 +333,7 @@ def test_full_spec_mapped_and_the_rest_listed() -> None:
         }
     ]
     lost = messages(conversion, converted=False)
-    one(lost, "spec.triggers[1]: not converted: type 'rabbitmq'", "Azure Storage Queues only")
+    one(lost, "spec.triggers[1]: not converted: type 'rabbitmq'", "not a source eventscaler reads")
     one(lost, "spec.idleReplicaCount: not converted: eventscaler has no idle count")
     one(lost, "spec.initialCooldownPeriod: not converted", "counts its own start as activity")
     one(lost, "restoreToOriginalReplicaCount: not converted", "leaves the replicas as they are")
@@ -349,27 +349,6 @@ def test_full_spec_mapped_and_the_rest_listed() -> None:
     assert not any("last-applied" in n for n in messages(conversion))
     loaded = assert_round_trip(conversion).rules[0]
     assert loaded.fallback == config.Fallback(3, 6)
-
-
-def test_an_older_loader_gets_neither_fallback_nor_account_name(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(config, "RULE_FIELDS", config.RULE_FIELDS - {"fallback"})
-    monkeypatch.setattr(
-        config, "TRIGGER_FIELDS", config.TRIGGER_FIELDS - {"accountName", "cloud", "endpointSuffix"}
-    )
-    full = convert_text(FULL_SPEC_EXAMPLE, "so.yaml")
-    assert "fallback" not in full.rules[0]
-    one(
-        messages(full, converted=False),
-        "spec.fallback: not converted: the rule file has no fallback",
-    )
-    identity = convert_text(WORKLOAD_IDENTITY_EXAMPLE, "so.yaml")
-    trigger = identity.rules[0]["triggers"][0]
-    assert not {"accountName", "cloud", "endpointSuffix"} & set(trigger)
-    line = one(messages(identity, converted=False), "metadata.accountName: not converted")
-    assert "connection string of account mystorageaccount in a Secret" in line
-    one(messages(identity, converted=False), "metadata.cloud: not converted")
 
 
 def test_objects_that_give_no_rule() -> None:
@@ -410,7 +389,12 @@ spec:
     (rule,) = conversion.rules
     assert rule["maxReplicas"] == 100
     assert rule["triggers"] == [
-        {"type": "azure-queue", "queueName": "odd", "connectionFromEnv": "ODD"}
+        {
+            "type": "azure-queue",
+            "queueName": "odd",
+            "connectionFromEnv": "ODD",
+            "metricType": "Value",
+        }
     ]
     lost = messages(conversion, converted=False)
     one(lost, "spec.maxReplicaCount: not converted: expected a whole number, got 'many'")
@@ -420,7 +404,6 @@ spec:
     one(lost, "metadata.queueLengthStrategy: not converted: expected all or visibleonly")
     one(lost, "metadata.cloud: not converted: a connection string is used")
     one(lost, "metadata.queueURL: not converted")
-    one(lost, "metricType: not converted: Value")
     one(messages(conversion, converted=True), "useCachedMetrics: note: dropped")
     assert_round_trip(conversion)
 

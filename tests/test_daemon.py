@@ -31,7 +31,6 @@ import pytest
 import yaml
 
 from eventscaler.config import (
-    AzureQueueTrigger,
     ConfigProblem,
     LoadResult,
     Rule,
@@ -40,6 +39,7 @@ from eventscaler.config import (
 )
 from eventscaler.daemon import Daemon, RuleFileWatcher
 from eventscaler.engine import Engine
+from eventscaler.triggers import Trigger
 
 
 def rule_entry(name: str, deployment: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -223,8 +223,8 @@ def test_a_valid_new_version_replaces_the_old_one() -> None:
 class NoCalls:
     """A source and scaler that fail the test if a reload ever touches them."""
 
-    def read_length(self, trigger: AzureQueueTrigger) -> int:
-        raise AssertionError("a reload must not read a queue")
+    def read_value(self, trigger: Trigger) -> float:
+        raise AssertionError("a reload must not read a source")
 
     def read(self, namespace: str, name: str) -> Any:
         raise AssertionError("a reload must not read a Deployment")

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from eventscaler.config import AzureQueueTrigger, Behavior, Rule, ScalingPolicy, ScalingRules
+from eventscaler.config import Behavior, Rule, ScalingPolicy, ScalingRules
 from eventscaler.engine import (
     FAILED_BUG,
     FAILED_DEPLOYMENT_READ,
-    FAILED_QUEUE_READ,
+    FAILED_SOURCE_READ,
     FAILED_WRITE,
     Engine,
     Outcome,
@@ -43,6 +43,8 @@ from eventscaler.policy import (
     STEP_TOLERANCE,
     STEP_UP,
 )
+from eventscaler.sources.azure_queue import azure_queue_trigger
+from eventscaler.triggers import Trigger
 
 T0 = 10_000.0
 
@@ -92,9 +94,9 @@ class FakeSource:
         self.lengths = lengths
         self.calls: list[str] = []
 
-    def read_length(self, trigger: AzureQueueTrigger) -> int:
-        self.calls.append(trigger.queue_name)
-        value = self.lengths[trigger.queue_name]
+    def read_value(self, trigger: Trigger) -> float:
+        self.calls.append(trigger.settings.queue_name)
+        value = self.lengths[trigger.settings.queue_name]
         if isinstance(value, Exception):
             raise value
         return value
@@ -128,7 +130,7 @@ def make_rule(
         name,
         "shop",
         deployment,
-        (AzureQueueTrigger(queue, queue_length=5.0),),
+        (azure_queue_trigger(queue, queue_length=5.0),),
         min_replicas=min_replicas,
         max_replicas=20,
         cooldown_period=300.0,
@@ -146,7 +148,7 @@ def test_a_tick_scales_and_reports_one_outcome() -> None:
     assert (outcome.current, outcome.uid) == (1, "uid-1")
     assert outcome.decision is not None
     assert (outcome.decision.target, outcome.decision.step) == (10, STEP_UP)
-    assert [(r.trigger, r.length) for r in outcome.readings] == [("orders", 50)]
+    assert [(r.trigger, r.value) for r in outcome.readings] == [("orders", 50)]
     assert outcome.duration >= 0
     assert recorder.seen == [outcome]
     second = engine.evaluate(make_rule())
@@ -169,8 +171,8 @@ def test_failure_is_local_to_each_rule(caplog: pytest.LogCaptureFixture) -> None
     )  # fmt: skip
     assert broken.error == "cannot read the Deployment: NotFound"
     assert "broken" not in source.calls  # no queue read for a Deployment we cannot scale
-    assert failing.error_kind == FAILED_QUEUE_READ
-    assert failing.error == "queue read failed: failing: queue gone"
+    assert failing.error_kind == FAILED_SOURCE_READ
+    assert failing.error == "source read failed: failing: queue gone"
     assert failing.readings[0].kind == "QueueNotFound"
     assert failing.decision is not None
     assert (failing.decision.target, failing.decision.step) == (6, STEP_FAILED)
@@ -178,7 +180,7 @@ def test_failure_is_local_to_each_rule(caplog: pytest.LogCaptureFixture) -> None
     assert scaler.writes == [("shop/fine", 4)]
     assert [r.getMessage() for r in caplog.records] == [
         "shop/broken: rule broken: cannot read the Deployment: NotFound (failing for 1 tick)",
-        "shop/failing: rule failing: queue read failed: failing: queue gone (failing for 1 tick)",
+        "shop/failing: rule failing: source read failed: failing: queue gone (failing for 1 tick)",
     ]
 
 

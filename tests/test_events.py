@@ -4,7 +4,7 @@ Scenarios covered:
 - SuccessfulRescale (Normal) on every write, never rate limited, with the new size, step and
   reason; attached to the rule's Deployment (namespace, name, uid)
 - FailedRescale (Warning) when a write fails
-- FailedGetQueueLength (Warning) while a queue cannot be read, FallbackActive (Warning) while the
+- FailedGetTriggerValue (Warning) while a queue cannot be read, FallbackActive (Warning) while the
   fallback runs
 - rate limiting: the first Warning at once, then none until `repeat_after` has passed (exactly
   `repeat_after` is enough), counted per rule and per reason independently
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from eventscaler.config import AzureQueueTrigger, Rule
+from eventscaler.config import Rule
 from eventscaler.engine import (
     FAILED_DEPLOYMENT_READ,
-    FAILED_QUEUE_READ,
+    FAILED_SOURCE_READ,
     FAILED_WRITE,
     Outcome,
 )
@@ -36,6 +36,7 @@ from eventscaler.policy import (
     Reading,
     initial_state,
 )
+from eventscaler.sources.azure_queue import azure_queue_trigger
 
 REPEAT = 300.0
 
@@ -67,7 +68,7 @@ class Sink:
 
 
 def make_rule(name: str = "orders") -> Rule:
-    return Rule(name, "shop", f"{name}-worker", (AzureQueueTrigger("orders"),))
+    return Rule(name, "shop", f"{name}-worker", (azure_queue_trigger("orders"),))
 
 
 def decision(current: int, target: int, step: str = STEP_UP, reason: str = "why") -> Decision:
@@ -91,7 +92,7 @@ def queue_failure(rule: Rule, **changes: object) -> Outcome:
         "current": 2,
         "decision": decision(2, 2, "failed-readings"),
         "error": "queue read failed: orders: boom",
-        "error_kind": FAILED_QUEUE_READ,
+        "error_kind": FAILED_SOURCE_READ,
         "uid": "uid-1",
     }
     values.update(changes)
@@ -151,7 +152,7 @@ def test_a_failed_queue_read_warns_once_per_repeat_after() -> None:
     rule = make_rule()
     events.observe(queue_failure(rule))
     assert sink.sent == [
-        ("shop", "orders-worker", "uid-1", WARNING, "FailedGetQueueLength",
+        ("shop", "orders-worker", "uid-1", WARNING, "FailedGetTriggerValue",
          "queue read failed: orders: boom"),
     ]  # fmt: skip
     for _ in range(10):  # a rule failing every tick
@@ -163,7 +164,7 @@ def test_a_failed_queue_read_warns_once_per_repeat_after() -> None:
     assert len(sink.sent) == 1
     clock.now = 100.0 + REPEAT
     events.observe(queue_failure(rule))
-    assert sink.reasons() == ["FailedGetQueueLength"] * 2
+    assert sink.reasons() == ["FailedGetTriggerValue"] * 2
 
 
 def test_the_limit_is_per_rule_and_per_reason() -> None:
@@ -178,8 +179,8 @@ def test_the_limit_is_per_rule_and_per_reason() -> None:
     events.observe(queue_failure(returns))
     events.observe(scaled(orders, wrote=False, error="x", error_kind=FAILED_WRITE))
     assert [(e[1], e[4]) for e in sink.sent] == [
-        ("orders-worker", "FailedGetQueueLength"),
-        ("returns-worker", "FailedGetQueueLength"),
+        ("orders-worker", "FailedGetTriggerValue"),
+        ("returns-worker", "FailedGetTriggerValue"),
         ("orders-worker", "FailedRescale"),
     ]
 
@@ -190,7 +191,7 @@ def test_fallback_warns_with_its_reason_and_alongside_the_rescale() -> None:
     rule = make_rule()
     fallback = decision(0, 6, STEP_FALLBACK, "fallback: 3 failed tick(s) >= failureThreshold 3")
     events.observe(queue_failure(rule, current=0, decision=fallback, wrote=True))
-    assert sink.reasons() == ["SuccessfulRescale", "FailedGetQueueLength", "FallbackActive"]
+    assert sink.reasons() == ["SuccessfulRescale", "FailedGetTriggerValue", "FallbackActive"]
     assert sink.sent[2][3:] == (
         WARNING,
         "FallbackActive",
@@ -199,7 +200,7 @@ def test_fallback_warns_with_its_reason_and_alongside_the_rescale() -> None:
     clock.now += 10
     held = decision(6, 6, STEP_FALLBACK, "fallback again")
     events.observe(queue_failure(rule, current=6, decision=held))
-    assert len(sink.sent) == 3  # FailedGetQueueLength and FallbackActive are both limited
+    assert len(sink.sent) == 3  # FailedGetTriggerValue and FallbackActive are both limited
 
 
 @pytest.mark.parametrize("changes", [{"uid": ""}, {"dry_run": True}])
@@ -213,7 +214,7 @@ def test_no_uid_or_dry_run_sends_nothing_and_keeps_the_limit_unused(
     events.observe(queue_failure(rule, **changes))
     assert sink.sent == []
     events.observe(queue_failure(rule))
-    assert sink.reasons() == ["FailedGetQueueLength"]
+    assert sink.reasons() == ["FailedGetTriggerValue"]
 
 
 def test_a_deployment_that_cannot_be_read_sends_nothing() -> None:

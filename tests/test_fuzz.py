@@ -58,7 +58,6 @@ from eventscaler.config import (
     POLICY_FIELDS,
     RULE_FIELDS,
     SCALING_RULES_FIELDS,
-    TRIGGER_FIELDS,
     ConfigError,
     ConfigErrors,
     LoadResult,
@@ -75,6 +74,7 @@ from eventscaler.policy import (
     decide,
     initial_state,
 )
+from eventscaler.sources.azure_queue import AzureQueue
 
 SOURCE = "fuzz.yaml"
 # Random in a developer's run, the same examples every time in CI; no example database on disk.
@@ -127,7 +127,13 @@ words = st.sampled_from(
 )  # fmt: skip
 scalars = st.one_of(st.none(), st.booleans(), ints, floats, st.text(max_size=20), words)
 known_keys = st.sampled_from(
-    sorted(RULE_FIELDS | TRIGGER_FIELDS | SCALING_RULES_FIELDS | POLICY_FIELDS)
+    sorted(
+        RULE_FIELDS
+        | AzureQueue().keys()
+        | {"type", "name", "metricType"}
+        | SCALING_RULES_FIELDS
+        | POLICY_FIELDS
+    )
     + ["scaleUp", "scaleDown", "failureThreshold", "replicas", "rules", "defaults"]
 )
 keys = st.one_of(known_keys, st.text(max_size=10), st.integers(-5, 5), st.booleans(), st.none())
@@ -234,11 +240,9 @@ def check_rule_is_sane(rule: Rule) -> None:
     assert rule.tolerance >= 0 and math.isfinite(rule.tolerance)
     assert rule.triggers
     for trigger in rule.triggers:
-        assert trigger.queue_length > 0 and math.isfinite(trigger.queue_length)
-        assert math.isfinite(1 / trigger.queue_length)  # the per-trigger desired count divides
-        assert trigger.activation_queue_length >= 0 and math.isfinite(
-            trigger.activation_queue_length
-        )
+        assert trigger.target > 0 and math.isfinite(trigger.target)
+        assert math.isfinite(1 / trigger.target)  # the per-trigger desired count divides
+        assert trigger.activation >= 0 and math.isfinite(trigger.activation)
     for rules in (rule.behavior.scale_up, rule.behavior.scale_down):
         assert rules.select_policy in ("Max", "Min", "Disabled")
         assert 0 <= rules.stabilization_window_seconds <= 3600

@@ -25,7 +25,7 @@ import pytest
 
 from eventscaler import keda_model
 from eventscaler.compare import DEFAULT_RULE
-from eventscaler.config import AzureQueueTrigger, Behavior, Rule, ScalingPolicy, ScalingRules
+from eventscaler.config import Behavior, Rule, ScalingPolicy, ScalingRules
 from eventscaler.keda_model import (
     HPA_DEFAULT_SCALE_DOWN,
     HPA_DEFAULT_SCALE_UP,
@@ -35,8 +35,9 @@ from eventscaler.keda_model import (
 )
 from eventscaler.scenarios import scenario
 from eventscaler.simulate import KedaController, simulate
+from eventscaler.sources.azure_queue import azure_queue_trigger
 
-QUEUE = AzureQueueTrigger("js-queue-items", queue_length=5.0)
+QUEUE = azure_queue_trigger("js-queue-items", queue_length=5.0)
 
 
 def settings(**overrides: object) -> KedaSettings:
@@ -116,7 +117,7 @@ def test_the_hpa_runs_first_at_a_shared_instant_and_never_at_zero() -> None:
 
 
 def test_activation_is_strictly_greater() -> None:
-    queue = AzureQueueTrigger("q-q", queue_length=5.0, activation_queue_length=10)
+    queue = azure_queue_trigger("q-q", queue_length=5.0, activation_queue_length=10)
     model = KedaModel(settings(triggers=(queue,)))
     assert model.operator_poll(0.0, [10], 0).target == 0
     assert model.last_active is None
@@ -156,7 +157,7 @@ def test_tolerance_on_both_sides() -> None:
 
 
 def test_highest_trigger_wins() -> None:
-    triggers = (QUEUE, AzureQueueTrigger("other", queue_length=2.0))
+    triggers = (QUEUE, azure_queue_trigger("other", queue_length=2.0))
     model = KedaModel(settings(triggers=triggers))
     assert model.hpa_sync(15.0, [10, 10], 4).target == 5  # ceil(10 / 2) beats ceil(10 / 5)
 

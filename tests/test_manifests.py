@@ -405,7 +405,7 @@ def test_the_generated_rules_file_is_valid() -> None:
     (rule,) = result.rules
     example = example_deployment()
     assert (rule.namespace, rule.deployment) == ("default", example["metadata"]["name"])
-    assert rule.triggers[0].queue_name == env_value(the_container(example), "QUEUE_NAME")
+    assert rule.triggers[0].settings.queue_name == env_value(the_container(example), "QUEUE_NAME")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,7 +583,7 @@ def test_env_holds_only_known_settings_and_the_rules_connection_strings() -> Non
     container = the_container(autoscaler_deployment())
     env = env_of(container)
     connection_envs = {
-        t.connection_from_env for r in load_rules(rules_file()).rules for t in r.triggers
+        t.settings.connection_from_env for r in load_rules(rules_file()).rules for t in r.triggers
     }
     assert set(env) <= DAEMON_SETTINGS | set(DOWNWARD_API) | connection_envs
     for name, entry in env.items():

@@ -17,8 +17,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from eventscaler.config import AzureQueueTrigger, Rule
-from eventscaler.engine import FAILED_QUEUE_READ, FAILED_WRITE, Outcome
+from eventscaler.config import Rule
+from eventscaler.engine import FAILED_SOURCE_READ, FAILED_WRITE, Outcome
 from eventscaler.metrics import Metrics
 from eventscaler.policy import (
     STEP_AT_TARGET,
@@ -29,10 +29,11 @@ from eventscaler.policy import (
     Reading,
     initial_state,
 )
+from eventscaler.sources.azure_queue import azure_queue_trigger
 
 
 def make_rule(name: str = "orders") -> Rule:
-    return Rule(name, "shop", f"{name}-worker", (AzureQueueTrigger("orders"),))
+    return Rule(name, "shop", f"{name}-worker", (azure_queue_trigger("orders"),))
 
 
 def labels(rule: Rule, **extra: str) -> dict[str, str]:
@@ -125,7 +126,7 @@ def test_failed_reads_and_rule_errors_are_counted_by_kind(metrics: Metrics) -> N
         current=1,
         decision=decision(1, 1, "failed-readings"),
         error="queue read failed",
-        error_kind=FAILED_QUEUE_READ,
+        error_kind=FAILED_SOURCE_READ,
         finished_at=2000.0,
     )
     metrics.observe(failing)
@@ -133,7 +134,7 @@ def test_failed_reads_and_rule_errors_are_counted_by_kind(metrics: Metrics) -> N
     errors = "eventscaler_source_errors_total"
     assert value(metrics, errors, **at, trigger="orders", kind="QueueNotFound") == 2
     assert value(metrics, errors, **at, trigger="returns", kind="other") == 2
-    assert value(metrics, "eventscaler_rule_errors_total", **at, kind=FAILED_QUEUE_READ) == 2
+    assert value(metrics, "eventscaler_rule_errors_total", **at, kind=FAILED_SOURCE_READ) == 2
     assert value(metrics, "eventscaler_last_successful_poll_timestamp_seconds", **at) == 1000.0
     # The last length read stays; the error counter says the reading is failing.
     assert value(metrics, "eventscaler_queue_length_messages", **at, trigger="orders") == 7
@@ -212,7 +213,7 @@ def test_no_queue_url_account_or_secret_in_the_exposition(metrics: Metrics) -> N
         "orders",
         "shop",
         "worker",
-        (AzureQueueTrigger("orders", account_name="secretacct", connection_from_env=""),),
+        (azure_queue_trigger("orders", account_name="secretacct", connection_from_env=""),),
     )
     metrics.observe(Outcome(rule, readings=(Reading("orders", 3),), current=1))
     text = metrics.exposition().decode()

@@ -4,7 +4,7 @@ Against Azurite and the Kubernetes API (test server, or E2E_KUBECONFIG). Scenari
 - metrics after a flood: queue length, desired/current replicas, a successful scale-up counted,
   last successful poll, rules loaded; no secret in any label;
 - events: SuccessfulRescale on the Deployment with from -> to size and reason; failing queue reads
-  give one FailedGetQueueLength event, not one per tick;
+  give one FailedGetTriggerValue event, not one per tick;
 - pause with our annotation: nothing changes while paused, removing it resumes at the next tick;
 - paused-replicas sets the count and holds it; KEDA's annotations work the same way;
 - fallback: a rule whose queue fails scales to fallback.replicas from 0, and back to normal on
@@ -93,9 +93,9 @@ def test_failing_queue_gives_one_warning_event_and_metrics_by_kind(
         proc.wait_for_output(r"failing for 4 ticks")
         text = http_get(proc, "/metrics")
         assert metric(text, "eventscaler_source_errors_total", rule=unique,
-                      kind="QueueNotFound") >= 4  # fmt: skip
+                      kind="NotFound") >= 4  # fmt: skip
         assert proc.stop() == 0
-    warnings = [e for e in cluster.events(unique) if e.reason == "FailedGetQueueLength"]
+    warnings = [e for e in cluster.events(unique) if e.reason == "FailedGetTriggerValue"]
     assert len(warnings) == 1 and warnings[0].type == "Warning"
     assert "QueueNotFound" in warnings[0].message
     assert azurite.account_key not in warnings[0].message

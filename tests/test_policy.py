@@ -28,13 +28,13 @@ from collections.abc import Sequence
 import pytest
 
 from eventscaler.config import (
-    AzureQueueTrigger,
     Behavior,
     Rule,
     ScalingPolicy,
     ScalingRules,
 )
 from eventscaler.policy import Decision, Reading, RuleState, decide, initial_state
+from eventscaler.sources.azure_queue import azure_queue_trigger
 
 T0 = 1_000.0  # an arbitrary start; only differences of `now` matter
 
@@ -51,7 +51,7 @@ def make_rule(
     scale_down: ScalingRules | None = None,
 ) -> Rule:
     triggers = tuple(
-        AzureQueueTrigger(f"queue-{i}", queue_length=q, activation_queue_length=activation)
+        azure_queue_trigger(f"queue-{i}", queue_length=q, activation_queue_length=activation)
         for i, q in enumerate(queue_lengths)
     )
     return Rule(

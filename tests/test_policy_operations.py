@@ -23,7 +23,6 @@ import pytest
 
 from eventscaler import policy
 from eventscaler.config import (
-    AzureQueueTrigger,
     Behavior,
     Fallback,
     Rule,
@@ -43,6 +42,7 @@ from eventscaler.policy import (
     initial_state,
     pause_from_annotations,
 )
+from eventscaler.sources.azure_queue import azure_queue_trigger
 
 T0 = 5_000.0  # an arbitrary start; only differences matter
 
@@ -60,7 +60,7 @@ def make_rule(
         name="orders",
         namespace="shop",
         deployment="worker",
-        triggers=tuple(AzureQueueTrigger(q, queue_length=5.0) for q in queues),
+        triggers=tuple(azure_queue_trigger(q, queue_length=5.0) for q in queues),
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         cooldown_period=cooldown,

@@ -188,7 +188,7 @@ def test_no_secret_in_logs_metrics_status_or_api_requests(
         status = fetch(f"http://127.0.0.1:{port}/status")
         assert daemon.stop() == 0
     assert f'eventscaler_source_errors_total{{deployment="{p}-wrongkey"' in metrics
-    assert "AuthenticationFailed" in metrics
+    assert 'kind="Unauthorized"' in metrics
     rows = {row["rule"]: row for row in json.loads(status)["rules"]}
     assert "AuthenticationFailed" in rows[f"{p}-sas"]["error"]
     assert "ConnectionError" in rows[f"{p}-closed"]["error"]
@@ -215,13 +215,13 @@ def test_no_secret_in_logs_metrics_status_or_api_requests(
         if e["involvedObject"]["name"].startswith(p)
     }
     for name, reason in [
-        (f"{p}-noqueue", "FailedGetQueueLength"),
+        (f"{p}-noqueue", "FailedGetTriggerValue"),
         (f"{p}-noqueue", "FallbackActive"),
         (f"{p}-noqueue", "SuccessfulRescale"),
-        (f"{p}-wrongkey", "FailedGetQueueLength"),
-        (f"{p}-sas", "FailedGetQueueLength"),
-        (f"{p}-malformed", "FailedGetQueueLength"),
-        (f"{p}-closed", "FailedGetQueueLength"),
+        (f"{p}-wrongkey", "FailedGetTriggerValue"),
+        (f"{p}-sas", "FailedGetTriggerValue"),
+        (f"{p}-malformed", "FailedGetTriggerValue"),
+        (f"{p}-closed", "FailedGetTriggerValue"),
         (f"{p}-write403", "FailedRescale"),
     ]:
         assert (name, reason) in reasons, sorted(reasons)

@@ -31,7 +31,7 @@ import yaml
 import autoscaler
 from eventscaler import compare
 from eventscaler import simulate as sim
-from eventscaler.config import AzureQueueTrigger, Behavior, Rule, ScalingPolicy, ScalingRules
+from eventscaler.config import Behavior, Rule, ScalingPolicy, ScalingRules
 from eventscaler.scenarios import (
     SCENARIOS,
     Load,
@@ -41,16 +41,17 @@ from eventscaler.scenarios import (
     scenario,
 )
 from eventscaler.simulate import (
+    BacklogView,
     KedaController,
     Oracle,
     PolicyController,
-    QueueView,
     ScaleWrite,
     WorkerModel,
     count_direction_changes,
-    read_lengths,
+    read_values,
     simulate,
 )
+from eventscaler.sources.azure_queue import azure_queue_trigger
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +61,7 @@ def make_rule(**overrides: object) -> Rule:
         "name": "orders",
         "namespace": "default",
         "deployment": "orders-worker",
-        "triggers": (AzureQueueTrigger("orders", queue_length=5.0),),
+        "triggers": (azure_queue_trigger("orders", queue_length=5.0),),
         "max_replicas": 10,
         "polling_interval": 10.0,
         "cooldown_period": 30.0,
@@ -212,22 +213,22 @@ def test_scale_in_removes_starting_replicas_first() -> None:
 def test_readings_round_up_and_visible_only_leaves_out_in_flight() -> None:
     rule = make_rule(
         triggers=(
-            AzureQueueTrigger("all-queue", queue_length=5.0),
-            AzureQueueTrigger("visible", queue_length=5.0, queue_length_strategy="visibleOnly"),
+            azure_queue_trigger("all-queue", queue_length=5.0),
+            azure_queue_trigger("visible", queue_length=5.0, queue_length_strategy="visibleOnly"),
         )
     )
-    assert read_lengths(rule, SMALL, 3.0, 10.2, ready=4) == (11, 7)
-    assert read_lengths(rule, SMALL, 3.0, 2.0, ready=4) == (2, 0)
-    assert read_lengths(rule, SMALL, 3.0, 0.0, ready=0) == (0, 0)
+    assert read_values(rule, SMALL, 3.0, 10.2, ready=4) == (11, 7)
+    assert read_values(rule, SMALL, 3.0, 2.0, ready=4) == (2, 0)
+    assert read_values(rule, SMALL, 3.0, 0.0, ready=0) == (0, 0)
 
 
 def test_reading_noise_is_deterministic_and_shared_at_an_instant() -> None:
     noisy = Load("n", "noisy", ((0.0, 100),), duration=10.0, reading_noise=0.2, seed=3)
-    rule = make_rule(triggers=(AzureQueueTrigger("a-q"), AzureQueueTrigger("b-q")))
-    first = read_lengths(rule, noisy, 30.0, 100.0, ready=0)
-    assert first == read_lengths(rule, noisy, 30.0, 100.0, ready=0)
+    rule = make_rule(triggers=(azure_queue_trigger("a-q"), azure_queue_trigger("b-q")))
+    first = read_values(rule, noisy, 30.0, 100.0, ready=0)
+    assert first == read_values(rule, noisy, 30.0, 100.0, ready=0)
     assert first[0] == first[1]  # both triggers read at one instant see the same error
-    values = {read_lengths(rule, noisy, float(t), 100.0, ready=0)[0] for t in range(40)}
+    values = {read_values(rule, noisy, float(t), 100.0, ready=0)[0] for t in range(40)}
     assert len(values) > 5 and all(v >= 0 for v in values)
 
 
@@ -246,7 +247,7 @@ def test_keda_controller_and_oracle_are_labelled() -> None:
     assert Oracle(rule).label == "oracle"
     oracle = Oracle(make_rule(min_replicas=1))
     assert oracle.needed(0.0) == 1 and oracle.needed(5.0) == 1 and oracle.needed(5.01) == 2
-    assert oracle.tick(0.0, QueueView(1000.0, 0, (1000,)), 0)[0] == 10  # clamped to max
+    assert oracle.tick(0.0, BacklogView(1000.0, 0, (1000,)), 0)[0] == 10  # clamped to max
 
 
 def test_a_load_that_is_never_drained_reports_never() -> None:

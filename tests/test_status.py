@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 
-from eventscaler.config import AzureQueueTrigger, Rule
-from eventscaler.engine import FAILED_DEPLOYMENT_READ, FAILED_QUEUE_READ, FAILED_WRITE, Outcome
+from eventscaler.config import Rule
+from eventscaler.engine import FAILED_DEPLOYMENT_READ, FAILED_SOURCE_READ, FAILED_WRITE, Outcome
 from eventscaler.policy import (
     STEP_AT_TARGET,
     STEP_COOLDOWN,
@@ -26,13 +26,14 @@ from eventscaler.policy import (
     Reading,
     initial_state,
 )
+from eventscaler.sources.azure_queue import azure_queue_trigger
 from eventscaler.status import COLUMNS, StatusBoard, outcome_row, render_reasons, render_table
 
 NOW = 1_700_000_000.0
 
 
 def make_rule(name: str = "orders") -> Rule:
-    return Rule(name, "shop", f"{name}-worker", (AzureQueueTrigger("orders"),))
+    return Rule(name, "shop", f"{name}-worker", (azure_queue_trigger("orders"),))
 
 
 def decision(current: int, target: int, step: str = STEP_UP, reason: str = "why") -> Decision:
@@ -55,7 +56,7 @@ def test_outcome_row_has_what_status_serves() -> None:
         "target": "shop/orders-worker",
         "current": 8,  # the Deployment has the new count after a successful write
         "desired": 8,
-        "queues": {"orders": 40, "returns": None},
+        "triggers": {"orders": 40, "returns": None},
         "active": True,
         "cooldown_left": None,
         "step": STEP_UP,
@@ -133,7 +134,7 @@ def row(**changes: object) -> dict[str, object]:
         "target": "shop/orders-worker",
         "current": 1,
         "desired": 1,
-        "queues": {"orders": 3},
+        "triggers": {"orders": 3},
         "active": True,
         "cooldown_left": None,
         "step": STEP_AT_TARGET,
@@ -161,8 +162,8 @@ def test_render_table_header_and_a_plain_row() -> None:
 
 def test_render_table_unknowns_failed_queues_cooldown_and_last_scale() -> None:
     rows = [
-        row(rule="a", current=None, desired=None, queues={}, active=None, step=None),
-        row(rule="b", queues={"q1": None, "q2": 0}, active=False, cooldown_left=42.4,
+        row(rule="a", current=None, desired=None, triggers={}, active=None, step=None),
+        row(rule="b", triggers={"q1": None, "q2": 0}, active=False, cooldown_left=42.4,
             step=STEP_COOLDOWN, last_scale={"at": NOW - 30, "from": 0, "to": 5}),
         row(rule="c", last_scale={"at": NOW - 600, "from": 5, "to": 2}),
         row(rule="d", last_scale={"at": NOW - 3 * 3600 - 5, "from": 2, "to": 0}),
@@ -177,7 +178,7 @@ def test_render_table_unknowns_failed_queues_cooldown_and_last_scale() -> None:
 
 
 def test_render_table_cuts_long_errors_and_aligns_columns() -> None:
-    long_error = "queue read failed: " + "x" * 100
+    long_error = "source read failed: " + "x" * 100
     rows = [row(rule="a-much-longer-rule-name", error=long_error), row(rule="b")]
     table = render_table(rows, now=NOW)
     lines = table.splitlines()
@@ -185,7 +186,7 @@ def test_render_table_cuts_long_errors_and_aligns_columns() -> None:
     error_cell = cells(table)[1][-1]
     assert len(error_cell) == 60
     assert error_cell.endswith("...")
-    assert error_cell.startswith("queue read failed: xxx")
+    assert error_cell.startswith("source read failed: xxx")
     # Every column starts at the same offset on every line.
     target_at = lines[0].index("TARGET")
     assert all(line[target_at:].startswith("shop/") for line in lines[1:])
@@ -225,12 +226,12 @@ def test_a_queue_failure_row_keeps_the_decision_and_the_error() -> None:
         readings=(Reading("orders", None, "timeout"),),
         current=2,
         decision=decision(2, 2, "failed-readings", "all readings failed: holding"),
-        error="queue read failed: orders: timeout",
-        error_kind=FAILED_QUEUE_READ,
+        error="source read failed: orders: timeout",
+        error_kind=FAILED_SOURCE_READ,
     )
     made = outcome_row(outcome)
-    assert (made["step"], made["error"], made["queues"]) == (
-        "failed-readings", "queue read failed: orders: timeout", {"orders": None}
+    assert (made["step"], made["error"], made["triggers"]) == (
+        "failed-readings", "source read failed: orders: timeout", {"orders": None}
     )  # fmt: skip
     assert render_reasons([made]) == "orders: all readings failed: holding"
 

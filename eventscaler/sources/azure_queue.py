@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -50,8 +52,17 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from eventscaler import retry
-from eventscaler.config import CLOUD_SUFFIXES, AzureQueueTrigger
+from eventscaler.fields import (
+    ConfigError,
+    choices,
+    parse_choice,
+    parse_env_name,
+    parse_str,
+)
 from eventscaler.redact import redact, register_secret
+from eventscaler.sources import base
+from eventscaler.sources.base import KedaTrigger, SourceOptions, SourceType, optional, required
+from eventscaler.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -87,27 +98,214 @@ _MAX_REASON_LENGTH = 200
 # A credential chain's reason lists every credential it tried: allow room for a few of them.
 _MAX_CREDENTIAL_REASON_LENGTH = 600
 
-AccountUrl = Callable[[AzureQueueTrigger], str]
+DEFAULT_CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+DEFAULT_QUEUE_LENGTH = 5.0
+QUEUE_LENGTH_STRATEGIES = {"all": "all", "visibleonly": "visibleOnly"}
+# KEDA's cloud names and the storage endpoint suffix of each.
+CLOUD_SUFFIXES = {
+    "AzurePublicCloud": "core.windows.net",
+    "AzureUSGovernmentCloud": "core.usgovcloudapi.net",
+    "AzureChinaCloud": "core.chinacloudapi.cn",
+    "Private": "",
+}
+_QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+_ENDPOINT_SUFFIX = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$")
 
 
-class QueueReadError(Exception):
+@dataclass(frozen=True)
+class AzureQueueSettings:
+    """One `type: azure-queue` trigger's own fields (KEDA's names, in snake_case)."""
+
+    queue_name: str
+    queue_length_strategy: str = "all"  # "all" or "visibleOnly"
+    connection_from_env: str = DEFAULT_CONNECTION_ENV  # "" when account_name is used instead
+    # Azure AD authentication instead of a connection string (KEDA's `accountName` + `cloud`).
+    account_name: str = ""
+    cloud: str = "AzurePublicCloud"
+    endpoint_suffix: str = ""  # required with cloud "Private"
+
+    @property
+    def uses_identity(self) -> bool:
+        return bool(self.account_name)
+
+    @property
+    def credential_source(self) -> str:
+        """Where the credential comes from, safe to log: never the secret itself."""
+        if self.uses_identity:
+            return f"account {self.account_name} with Azure AD (DefaultAzureCredential)"
+        return f"connection string from env {self.connection_from_env}"
+
+    @property
+    def label(self) -> str:
+        return self.queue_name
+
+
+def _parse_queue_name(value: Any, field: str) -> str:
+    what = "an Azure queue name (3-63 lowercase letters, digits and single hyphens)"
+    return parse_str(value, field, _QUEUE_NAME, what)
+
+
+def _parse_account(value: Any, field: str) -> str:
+    what = "a storage account name (3-24 lowercase letters and digits)"
+    return parse_str(value, field, _ACCOUNT_NAME, what)
+
+
+def _parse_suffix(value: Any, field: str) -> str:
+    return parse_str(value, field, _ENDPOINT_SUFFIX, "a DNS suffix like 'core.example.net'")
+
+
+class AzureQueue(SourceType):
+    """`type: azure-queue`: the approximate message count of an Azure Storage queue."""
+
+    type = "azure-queue"
+    settings = AzureQueueSettings
+    target_key = "queueLength"
+    target_default = DEFAULT_QUEUE_LENGTH
+    activation_key = "activationQueueLength"
+    fields = (
+        required("queueName", _parse_queue_name),
+        optional("queueLengthStrategy", lambda v, f: parse_choice(v, f, QUEUE_LENGTH_STRATEGIES),
+                 "all"),
+        optional("connectionFromEnv", parse_env_name, DEFAULT_CONNECTION_ENV, secret_env=True),
+        optional("accountName", _parse_account, ""),
+        optional("cloud", lambda v, f: parse_choice(v, f, choices(*CLOUD_SUFFIXES)),
+                 "AzurePublicCloud"),
+        optional("endpointSuffix", _parse_suffix, ""),
+    )  # fmt: skip
+
+    def check(self, values: dict[str, Any], data: Mapping[str, Any], field: str) -> dict[str, Any]:
+        """A connection string from an env var (the default), or an account with Azure AD."""
+        if "accountName" not in data:
+            for key in ("cloud", "endpointSuffix"):
+                if key in data:
+                    raise ConfigError(f"{field}.{key}", "only applies together with accountName")
+            return values
+        if "connectionFromEnv" in data:
+            raise ConfigError(
+                f"{field}.accountName",
+                "give connectionFromEnv (a connection string) or accountName (Azure AD), not both",
+            )
+        cloud = values["cloud"]
+        if cloud == "Private" and "endpointSuffix" not in data:
+            raise ConfigError(f"{field}.endpointSuffix", "is required with cloud 'Private'")
+        if cloud != "Private" and "endpointSuffix" in data:
+            raise ConfigError(f"{field}.endpointSuffix", "only applies with cloud 'Private'")
+        suffix = values["endpoint_suffix"] or CLOUD_SUFFIXES[cloud]
+        return {**values, "connection_from_env": "", "endpoint_suffix": suffix}
+
+    def default_name(self, settings: AzureQueueSettings) -> str:
+        return settings.queue_name
+
+    def describe(self, settings: AzureQueueSettings) -> str:
+        return f"azure-queue {settings.queue_name}"
+
+    def details(self, settings: AzureQueueSettings) -> tuple[str, ...]:
+        return (settings.queue_length_strategy,)
+
+    def open(self, options: SourceOptions) -> AzureQueueSource:
+        return AzureQueueSource(options.environ, options.timeout_seconds, options.pool_size)
+
+    def simulated_value(self, settings: AzureQueueSettings, backlog: int, in_flight: int) -> float:
+        # The approximate count keeps received messages until they are deleted; a peek sees
+        # only the visible ones.
+        if settings.queue_length_strategy == "visibleOnly":
+            return float(max(backlog - in_flight, 0))
+        return float(backlog)
+
+    def from_keda(self, keda: KedaTrigger) -> dict[str, Any] | None:
+        metadata = keda.metadata
+        if not metadata.get("queueName"):
+            keda.lost("metadata.queueName", "missing: trigger not converted")
+            return None
+        out: dict[str, Any] = {"queueName": str(metadata["queueName"])}
+        for key in ("queueLength", "activationQueueLength"):
+            if key in metadata:
+                value = keda.number(metadata[key])
+                if value is None or value < 0:
+                    keda.lost(
+                        f"metadata.{key}",
+                        f"expected a number, got {metadata[key]!r}: left out, the default applies",
+                    )
+                else:
+                    out[key] = value
+        if "queueLengthStrategy" in metadata:
+            strategy = str(metadata["queueLengthStrategy"]).lower()
+            if strategy in QUEUE_LENGTH_STRATEGIES:
+                out["queueLengthStrategy"] = QUEUE_LENGTH_STRATEGIES[strategy]
+            else:
+                keda.lost(
+                    "metadata.queueLengthStrategy",
+                    f"expected all or visibleonly, got {metadata['queueLengthStrategy']!r}: "
+                    "left out, 'all' applies",
+                )
+        _keda_credentials(keda, out)
+        for key in metadata:
+            if key not in self.keys():
+                keda.lost(f"metadata.{key}", "not an azure-queue setting eventscaler knows")
+        return out
+
+
+SOURCE_TYPE = AzureQueue()
+
+
+def azure_queue_trigger(
+    queue_name: str,
+    queue_length: float = DEFAULT_QUEUE_LENGTH,
+    activation_queue_length: float = 0.0,
+    name: str = "",
+    **settings: Any,
+) -> Trigger:
+    """A trigger built in code (tests, the simulator), as the rule file would build it."""
+    return Trigger(
+        AzureQueue.type,
+        name or queue_name,
+        AzureQueueSettings(queue_name, **settings),
+        queue_length,
+        activation_queue_length,
+    )
+
+
+AccountUrl = Callable[[AzureQueueSettings], str]
+
+
+# The project's error kind of each of this source's codes.
+KIND_OF_CODE = {
+    QUEUE_NOT_FOUND: base.NOT_FOUND,
+    AUTHENTICATION_FAILED: base.UNAUTHORIZED,
+    MISSING_CONNECTION_STRING: base.MISSING_CREDENTIAL,
+    INVALID_CONNECTION_STRING: base.INVALID_CREDENTIAL,
+    CREDENTIAL_UNAVAILABLE: base.MISSING_CREDENTIAL,
+    TIMEOUT: base.TIMEOUT,
+    CONNECTION_ERROR: base.UNAVAILABLE,
+    SERVICE_ERROR: base.SERVICE_ERROR,
+}
+
+
+class QueueReadError(base.SourceError):
     """A queue length could not be read. Never a reading of 0: the caller must not scale on it.
 
-    `kind` is a short machine word (see the constants above); `str()` is one line that names the
-    queue and the environment variable or the account, never the connection string, key or token.
+    `code` is this source's word (see the constants above), `kind` the project's; `str()` is one
+    line that names the queue and the environment variable or the account, never the connection
+    string, key or token.
     """
 
-    def __init__(self, queue_name: str, kind: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, queue_name: str, code: str, message: str) -> None:
+        super().__init__(KIND_OF_CODE.get(code, base.SERVICE_ERROR), message, code)
         self.queue_name = queue_name
-        self.kind = kind
 
 
 class _NoRetry(LinearRetry):
     """The SDK's retry policy, never retrying. (retry_total=0 does not do it: the storage policy
     reads a count of 0 as "no limit".)"""
 
-    def increment(self, settings: dict[str, Any], **kwargs: Any) -> bool:
+    def increment(
+        self,
+        settings: dict[str, Any],
+        request: Any,
+        response: Any | None = None,
+        error: AzureError | None = None,
+    ) -> bool:
         return False
 
 
@@ -188,7 +386,10 @@ class AzureQueueSource:
         clients = len(self._services)
         return f"AzureQueueSource(timeout_seconds={self._timeout_seconds}, clients={clients})"
 
-    def read_length(self, trigger: AzureQueueTrigger) -> int:
+    def read(self, trigger: Trigger) -> float:
+        return float(self.read_length(trigger.settings))
+
+    def read_length(self, trigger: AzureQueueSettings) -> int:
         """Return the queue length for `trigger`'s strategy, or raise QueueReadError."""
         strategy = trigger.queue_length_strategy.lower()
         if strategy not in (STRATEGY_ALL, STRATEGY_VISIBLE_ONLY):
@@ -200,12 +401,13 @@ class AzureQueueSource:
             # Each call's timeout is cut to what the tick has left: a frozen service must not
             # stretch a tick past its polling interval.
             t = retry.call_timeout(self._timeout_seconds)
-            timeouts = {"connection_timeout": t, "read_timeout": t}
+            timeouts: dict[str, Any] = {"connection_timeout": t, "read_timeout": t}
             if strategy == STRATEGY_VISIBLE_ONLY:
                 peeked = queue.peek_messages(max_messages=PEEK_LIMIT, **timeouts)
                 if len(peeked) < PEEK_LIMIT:
                     return len(peeked)
-            return queue.get_queue_properties(**timeouts).approximate_message_count
+            count: int | None = queue.get_queue_properties(**timeouts).approximate_message_count
+            return count
 
         try:
             count = retry.call(count_messages, transient_failure)
@@ -232,7 +434,7 @@ class AzureQueueSource:
         for service in services:
             service.close()
 
-    def _get_queue_client(self, trigger: AzureQueueTrigger) -> QueueClient:
+    def _get_queue_client(self, trigger: AzureQueueSettings) -> QueueClient:
         if trigger.uses_identity:
             return self._get_identity_queue_client(trigger)
         env_name = trigger.connection_from_env
@@ -259,7 +461,7 @@ class AzureQueueSource:
                 self._queues[key] = queue
             return queue
 
-    def _get_identity_queue_client(self, trigger: AzureQueueTrigger) -> QueueClient:
+    def _get_identity_queue_client(self, trigger: AzureQueueSettings) -> QueueClient:
         url = self._account_url(trigger)
         key = (url, trigger.queue_name)
         # Same fast path as above: the URL of an account never changes, so neither do its clients.
@@ -281,7 +483,7 @@ class AzureQueueSource:
                 self._queues[key] = queue
             return queue
 
-    def _get_credential(self, trigger: AzureQueueTrigger) -> _TokenCredentialAdapter:
+    def _get_credential(self, trigger: AzureQueueSettings) -> _TokenCredentialAdapter:
         """The credential of every Azure AD client of this source; called under `self._lock`."""
         if self._credential is None:
             if self._given_credential is not None:
@@ -312,7 +514,7 @@ class AzureQueueSource:
         }
 
     def _open_service_client(
-        self, service: QueueServiceClient, trigger: AzureQueueTrigger
+        self, service: QueueServiceClient, trigger: AzureQueueSettings
     ) -> QueueServiceClient:
         # Open the shared HTTP session now, under our lock: the SDK opens it lazily on the first
         # request, and two threads doing that at once would each create one.
@@ -323,7 +525,7 @@ class AzureQueueSource:
         return service
 
     def _build_service_client(
-        self, connection_string: str, trigger: AzureQueueTrigger
+        self, connection_string: str, trigger: AzureQueueSettings
     ) -> QueueServiceClient:
         parts = register_connection_secrets(connection_string)
         if "accountkey" in parts and not parts["accountkey"]:
@@ -376,7 +578,7 @@ def process_credential() -> TokenCredential:
         return _process_credential
 
 
-def default_account_url(trigger: AzureQueueTrigger) -> str:
+def default_account_url(trigger: AzureQueueSettings) -> str:
     """`https://{account}.queue.{suffix}`, the suffix of the trigger's cloud or its own."""
     suffix = trigger.endpoint_suffix or CLOUD_SUFFIXES.get(trigger.cloud, "")
     if not trigger.account_name or not suffix:
@@ -437,7 +639,8 @@ class _TokenCredentialAdapter:
             if get_info is not None:
                 info: AccessTokenInfo = get_info(*scopes, options=options)
             else:
-                token = self._inner.get_token(*scopes, **dict(options or {}))
+                extra: dict[str, Any] = dict(options or {})
+                token = self._inner.get_token(*scopes, **extra)
                 info = AccessTokenInfo(token.token, token.expires_on)
         except AzureError as exc:
             raise _NoToken(self.name) from exc
@@ -472,7 +675,7 @@ def transient_failure(exc: Exception) -> retry.Transient | None:
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return retry.Transient()
     if isinstance(exc, HttpResponseError) and exc.status_code in RETRYABLE_STATUSES:
-        headers = exc.response.headers if exc.response is not None else {}
+        headers = getattr(exc.response, "headers", None) or {}
         value = headers.get("Retry-After")
         try:
             return retry.Transient(float(value) if value is not None else None)
@@ -481,12 +684,12 @@ def transient_failure(exc: Exception) -> retry.Transient | None:
     return None
 
 
-def _error(trigger: AzureQueueTrigger, kind: str, detail: str) -> QueueReadError:
+def _error(trigger: AzureQueueSettings, kind: str, detail: str) -> QueueReadError:
     message = f"azure queue {trigger.queue_name!r} ({trigger.credential_source}): {kind}: {detail}"
     return QueueReadError(trigger.queue_name, kind, message)
 
 
-def _credential_error(trigger: AzureQueueTrigger, exc: _NoToken, url: str) -> QueueReadError:
+def _credential_error(trigger: AzureQueueSettings, exc: _NoToken, url: str) -> QueueReadError:
     """One line: which credential found no token for which account, and each reason it gave."""
     account_url = url.split("?", 1)[0].rsplit("/", 1)[0]  # the queue's URL, less the queue
     cause = exc.__cause__
@@ -520,7 +723,7 @@ def _credential_reason(exc: BaseException) -> str:
 
 
 def _translate_error(
-    exc: AzureError, trigger: AzureQueueTrigger, host: str, timeout: float
+    exc: AzureError, trigger: AzureQueueSettings, host: str, timeout: float
 ) -> QueueReadError:
     if isinstance(exc, ResourceNotFoundError):
         return _error(trigger, QUEUE_NOT_FOUND, "the queue does not exist")
@@ -577,3 +780,104 @@ def _first_line(text: str) -> str:
     if len(reason) > _MAX_REASON_LENGTH:
         reason = reason[: _MAX_REASON_LENGTH - 3] + "..."
     return reason
+
+
+# ---------------------------------------------------------------------------------------------
+# convert: where a KEDA azure-queue trigger's credential comes from, and what to tell the user
+
+
+def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> None:
+    metadata = keda.metadata
+    env, account = metadata.get("connectionFromEnv"), metadata.get("accountName")
+    if env:
+        out["connectionFromEnv"] = str(env)
+        keda.note(
+            "metadata.connectionFromEnv",
+            f"KEDA reads {env} from the scaled Deployment's container; eventscaler reads it "
+            f"from its own: give the autoscaler's container an env var {env} from the same "
+            "Secret (copied to the autoscaler's namespace)",
+        )
+        for key in ("accountName", "cloud", "endpointSuffix"):
+            if key in metadata:
+                keda.lost(
+                    f"metadata.{key}",
+                    "a connection string is used (connectionFromEnv): "
+                    "the account and endpoint come from it",
+                )
+    elif account:
+        out["accountName"] = str(account)
+        for key in ("cloud", "endpointSuffix"):
+            if key in metadata:
+                out[key] = str(metadata[key])
+        keda.note(
+            "metadata.accountName",
+            f"eventscaler reads account {account} with its own Azure AD identity "
+            "(DefaultAzureCredential), not the scaled Deployment's: give the autoscaler's "
+            "ServiceAccount workload identity and a role that reads the queue (Storage "
+            "Queue Data Reader; see docs/azure-identity.md)",
+        )
+    if isinstance(keda.auth_ref, Mapping):
+        _explain_keda_auth(keda, out, uses_env=bool(env), account=bool(account))
+    elif not env and not account:
+        keda.note(
+            "metadata",
+            "no connectionFromEnv nor authenticationRef (KEDA would refuse "
+            "it): the rule reads the connection string from "
+            f"{DEFAULT_CONNECTION_ENV}",
+        )
+
+
+def _explain_keda_auth(
+    keda: KedaTrigger, out: dict[str, Any], uses_env: bool, account: bool
+) -> None:
+    ref = keda.auth_ref
+    what = f"{ref.get('kind') or 'TriggerAuthentication'} {ref.get('name', '')}"
+    base = f"{what}: eventscaler does not read TriggerAuthentications; it takes the connection "
+    base += "string from its own environment (connectionFromEnv)"
+    if out.get("accountName"):
+        keda.lost(
+            "authenticationRef",
+            f"{what}: eventscaler uses its own Azure AD identity for account "
+            f"{out['accountName']} (see accountName), not the TriggerAuthentication's "
+            "pod identity",
+        )
+    elif uses_env:
+        keda.lost("authenticationRef", f"{base}; connectionFromEnv is set, so the rule uses it")
+    else:
+        keda.lost("authenticationRef", base + _auth_advice(keda, out, what, account))
+
+
+def _auth_advice(keda: KedaTrigger, out: dict[str, Any], what: str, account: bool) -> str:
+    """What to do about a TriggerAuthentication, and the connectionFromEnv it leads to."""
+    if keda.auth is None:
+        return (
+            f". {what} is not in this input: find the Secret it maps to the parameter "
+            "'connection', expose that key to the autoscaler as an env var, and set "
+            f"connectionFromEnv to its name (now {DEFAULT_CONNECTION_ENV}, the default)"
+        )
+    spec = keda.auth.get("spec") or {}
+    provider = (spec.get("podIdentity") or {}).get("provider")
+    secrets = [s for s in spec.get("secretTargetRef") or [] if isinstance(s, Mapping)]
+    secret = next((s for s in secrets if s.get("parameter") == "connection"), None)
+    if secret is not None:
+        env = keda.env_name(f"{keda.auth_ref.get('name', '')}_connection")
+        out["connectionFromEnv"] = env
+        return (
+            f". {what} maps 'connection' to Secret {secret.get('name')} key "
+            f"{secret.get('key')}: set connectionFromEnv {env} (done) and add to the "
+            f"autoscaler's container: env: [{{name: {env}, valueFrom: {{secretKeyRef: "
+            f"{{name: {secret.get('name')}, key: {secret.get('key')}}}}}}}] (copy the "
+            "Secret to the autoscaler's namespace first)"
+        )
+    if provider and provider != "none":
+        hint = " and accountName is missing, so KEDA itself would refuse it" if not account else ""
+        return (
+            f". {what} uses pod identity {provider!r}{hint}: give the trigger accountName "
+            "(Azure AD with the autoscaler's own identity) or a connection string via "
+            "connectionFromEnv"
+        )
+    return (
+        f". {what} maps no 'connection' from a Secret that this converter can follow (env, "
+        "vaults): expose the connection string to the autoscaler as an env var and set "
+        "connectionFromEnv to its name"
+    )
