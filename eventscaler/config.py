@@ -456,57 +456,24 @@ def _parse_triggers(triggers: Any) -> tuple[Trigger, ...]:
 # The file
 
 
+class _FileError(Exception):
+    """The file as a whole cannot be used: the rules in force stay."""
+
+    def __init__(self, problems: tuple[ConfigProblem, ...]) -> None:
+        super().__init__(str(problems[0]))
+        self.problems = problems
+
+
 def parse_rules_text(
     text: str, source: str, allowed_namespaces: Collection[str] | None = None
 ) -> LoadResult:
     """Parse a whole rule file. Never raises for bad content: problems are in the result."""
-
-    def fatal(field: str, message: str) -> LoadResult:
-        return LoadResult(source, problems=(ConfigProblem(source, "", field, message),), fatal=True)
-
     try:
-        # The pure-Python loader, not libyaml's (4x faster on 1,000 rules): libyaml recurses in C
-        # and crashes the process (SIGSEGV) on a deeply nested file, where this one raises.
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        return fatal("", f"not valid YAML{where}: {problem}")
-    except (ValueError, RecursionError) as exc:
-        # safe_load raises these, not YAMLError, for e.g. `2020-13-45`, `!!int x`, deep nesting.
-        return fatal("", f"not valid YAML: {exc}")
-    except Exception as exc:
-        # And its constructors fail with IndexError, KeyError or AttributeError on some explicit
-        # tags (`!!int` with no value, `!!bool x`, `!!timestamp x`): still bad content, not a bug.
-        return fatal("", f"not valid YAML: a value could not be read ({type(exc).__name__})")
-    if document is None:
-        return fatal("", "the file is empty: expected a mapping with a 'rules' list")
-    try:
-        document = check_mapping(document, "", {"defaults", "rules"})
-    except ConfigError as exc:
-        return fatal(exc.field, exc.message)
-    rules_data = document.get("rules")
-    if not isinstance(rules_data, list):
-        return fatal("rules", f"expected a list of rules, got {show(rules_data)}")
-    defaults = document.get("defaults") or {}
-    try:
-        defaults = check_mapping(defaults, "", DEFAULTABLE_FIELDS)
-        # A default that is itself invalid would break every rule: check it once, on its own.
-        _check_defaults(defaults)
-    except ConfigError as exc:
-        return LoadResult(
-            source,
-            problems=(ConfigProblem(source, "defaults", exc.field, exc.message),),
-            fatal=True,
-        )
-    except ConfigErrors as exc:
-        found = tuple(ConfigProblem(source, "defaults", e.field, e.message) for e in exc.errors)
-        return LoadResult(source, problems=found, fatal=True)
-
-    rules: list[Rule] = []
+        rules_data, defaults = _read_document(text, source)
+    except _FileError as exc:
+        return LoadResult(source, problems=exc.problems, fatal=True)
+    rules: dict[str, Rule] = {}
     problems: list[ConfigProblem] = []
-    seen: set[str] = set()
     for index, entry in enumerate(rules_data):
         name = entry.get("name") if isinstance(entry, Mapping) else None
         name = name if isinstance(name, str) and name else None
@@ -514,22 +481,65 @@ def parse_rules_text(
         try:
             entry = check_mapping(entry, "", RULE_FIELDS)
             rule = parse_rule({**defaults, **entry}, allowed_namespaces)
-        except ConfigError as exc:
-            problems.append(ConfigProblem(source, where, exc.field, exc.message, name))
+        except (ConfigError, ConfigErrors) as exc:
+            errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
+            problems.extend(ConfigProblem(source, where, e.field, e.message, name) for e in errors)
             continue
-        except ConfigErrors as exc:
-            problems.extend(
-                ConfigProblem(source, where, e.field, e.message, name) for e in exc.errors
-            )
-            continue
-        if rule.name in seen:
+        if rule.name in rules:
             # The first rule of that name stays; only the repeat is left out.
-            problem = ConfigProblem(source, where, "name", f"duplicate rule name {name!r}")
-            problems.append(problem)
+            problems.append(ConfigProblem(source, where, "name", f"duplicate rule name {name!r}"))
             continue
-        seen.add(rule.name)
-        rules.append(rule)
-    return LoadResult(source, tuple(rules), tuple(problems))
+        rules[rule.name] = rule
+    return LoadResult(source, tuple(rules.values()), tuple(problems))
+
+
+def _read_document(text: str, source: str) -> tuple[list[Any], Mapping[str, Any]]:
+    """The `rules` list and the checked `defaults`; _FileError if the file cannot be used."""
+
+    def fatal(where: str, field: str, message: str) -> _FileError:
+        return _FileError((ConfigProblem(source, where, field, message),))
+
+    document = _load_yaml(text, fatal)
+    if document is None:
+        raise fatal("", "", "the file is empty: expected a mapping with a 'rules' list")
+    try:
+        document = check_mapping(document, "", {"defaults", "rules"})
+    except ConfigError as exc:
+        raise fatal("", exc.field, exc.message) from None
+    rules_data = document.get("rules")
+    if not isinstance(rules_data, list):
+        raise fatal("", "rules", f"expected a list of rules, got {show(rules_data)}")
+    defaults = document.get("defaults") or {}
+    try:
+        defaults = check_mapping(defaults, "", DEFAULTABLE_FIELDS)
+        # A default that is itself invalid would break every rule: check it once, on its own.
+        _check_defaults(defaults)
+    except ConfigError as exc:
+        raise fatal("defaults", exc.field, exc.message) from None
+    except ConfigErrors as exc:
+        found = tuple(ConfigProblem(source, "defaults", e.field, e.message) for e in exc.errors)
+        raise _FileError(found) from None
+    return rules_data, defaults
+
+
+def _load_yaml(text: str, fatal: Callable[[str, str, str], _FileError]) -> Any:
+    try:
+        # The pure-Python loader, not libyaml's (4x faster on 1,000 rules): libyaml recurses in C
+        # and crashes the process (SIGSEGV) on a deeply nested file, where this one raises.
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise fatal("", "", f"not valid YAML{where}: {problem}") from None
+    except (ValueError, RecursionError) as exc:
+        # safe_load raises these, not YAMLError, for e.g. `2020-13-45`, `!!int x`, deep nesting.
+        raise fatal("", "", f"not valid YAML: {exc}") from None
+    except Exception as exc:
+        # And its constructors fail with IndexError, KeyError or AttributeError on some explicit
+        # tags (`!!int` with no value, `!!bool x`, `!!timestamp x`): still bad content, not a bug.
+        kind = type(exc).__name__
+        raise fatal("", "", f"not valid YAML: a value could not be read ({kind})") from None
 
 
 def _check_defaults(defaults: Mapping[str, Any]) -> None:
