@@ -141,8 +141,8 @@ class Parts:
         from eventscaler.events import EventReporter
         from eventscaler.kube import (
             ClusterAccess,
-            DeploymentScaler,
             EventRecorder,
+            ScaleTargetClient,
             build_api_client,
         )
         from eventscaler.metrics import Metrics
@@ -153,7 +153,7 @@ class Parts:
         self.api_client = build_api_client(self.access, pool_size=args.workers)
         self.identity = replica_identity(args)
         self.source = AzureQueueSource(timeout_seconds=args.queue_timeout, pool_size=args.workers)
-        self.scaler = DeploymentScaler(self.api_client, timeout_seconds=args.api_timeout)
+        self.scaler = ScaleTargetClient(self.api_client, timeout_seconds=args.api_timeout)
         self.metrics = Metrics()
         self.board = StatusBoard()
         events = EventReporter(EventRecorder(self.api_client, self.identity, args.api_timeout))

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from eventscaler.config import AzureQueueTrigger, Rule, load_rules
+from eventscaler.config import AzureQueueTrigger, Rule, ScaleTargetRef, load_rules
 from eventscaler.keda_model import MODEL_LABEL
 from eventscaler.scenarios import SCENARIOS, Load, scenario
 from eventscaler.simulate import (
@@ -37,7 +37,7 @@ DEFAULT_OUT = "build/compare"
 DEFAULT_RULE = Rule(
     name="hello-keda",
     namespace="default",
-    deployment="hello-keda",
+    scale_target=ScaleTargetRef("hello-keda"),
     triggers=(AzureQueueTrigger("js-queue-items", queue_length=5.0),),
     min_replicas=0,
     max_replicas=20,

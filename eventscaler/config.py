@@ -50,6 +50,15 @@ _RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _AZURE_QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+# KEDA's scaleTargetRef defaults. A kind is CamelCase and its lowercase a DNS-1035 label (as the
+# apiextensions validation requires); an apiVersion is `v1` (core) or GROUP/VERSION.
+DEFAULT_TARGET_KIND = "Deployment"
+DEFAULT_TARGET_API_VERSION = "apps/v1"
+_KIND = re.compile(r"^[A-Za-z]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$")
+_API_VERSION = re.compile(
+    r"^((?=[^/]{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,12 +131,34 @@ class Fallback:
 
 
 @dataclass(frozen=True)
+class ScaleTargetRef:
+    """What a rule scales: any object with a /scale subresource, named as KEDA's scaleTargetRef."""
+
+    name: str
+    kind: str = DEFAULT_TARGET_KIND
+    api_version: str = DEFAULT_TARGET_API_VERSION
+
+    @property
+    def group(self) -> str:
+        """The API group: "" for the core group (`v1`), "apps" for `apps/v1`."""
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def is_deployment(self) -> bool:
+        return self.kind == "Deployment" and self.group == "apps"
+
+
+@dataclass(frozen=True)
 class Rule:
-    """One Deployment scaled on one or more queues."""
+    """One scale target (a Deployment, a StatefulSet, a custom resource...) scaled on triggers."""
 
     name: str
     namespace: str
-    deployment: str
+    scale_target: ScaleTargetRef
     triggers: tuple[AzureQueueTrigger, ...]
     min_replicas: int = DEFAULT_MIN_REPLICAS
     max_replicas: int = DEFAULT_MAX_REPLICAS
@@ -139,7 +170,17 @@ class Rule:
 
     @property
     def target(self) -> str:
-        return f"{self.namespace}/{self.deployment}"
+        """For logs: `namespace/name` for a Deployment (as always), `namespace/Kind/name` else."""
+        ref = self.scale_target
+        if ref.is_deployment:
+            return f"{self.namespace}/{ref.name}"
+        return f"{self.namespace}/{ref.kind}/{ref.name}"
+
+    @property
+    def target_key(self) -> tuple[str, str, str, str]:
+        """What identifies the target: (namespace, apiVersion, kind, name)."""
+        ref = self.scale_target
+        return (self.namespace, ref.api_version, ref.kind, ref.name)
 
 
 @dataclass(frozen=True)
@@ -368,11 +409,13 @@ CLOUD_SUFFIXES = {
 }
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 _ENDPOINT_SUFFIX = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$")
+TARGET_REF_FIELDS = {"apiVersion", "kind", "name"}
 SCALING_RULES_FIELDS = {"stabilizationWindowSeconds", "selectPolicy", "policies"}
 POLICY_FIELDS = {"type", "value", "periodSeconds"}
 RULE_FIELDS = {
     "name",
     "namespace",
+    "scaleTargetRef",
     "deployment",
     "minReplicas",
     "maxReplicas",
@@ -383,7 +426,7 @@ RULE_FIELDS = {
     "behavior",
     "fallback",
 }
-DEFAULTABLE_FIELDS = RULE_FIELDS - {"name", "deployment"}
+DEFAULTABLE_FIELDS = RULE_FIELDS - {"name", "scaleTargetRef", "deployment"}
 
 
 def parse_trigger(data: Any, field: str) -> AzureQueueTrigger:
@@ -466,6 +509,36 @@ def _parse_credentials(data: Mapping[str, Any], field: str) -> dict[str, str]:
         "cloud": cloud,
         "endpoint_suffix": suffix or CLOUD_SUFFIXES[cloud],
     }
+
+
+def parse_scale_target(rule: Mapping[str, Any]) -> ScaleTargetRef:
+    """`scaleTargetRef: {apiVersion, kind, name}` as KEDA's, or the shorthand `deployment: NAME`."""
+    if "scaleTargetRef" not in rule:
+        if "deployment" not in rule:
+            raise ConfigError("scaleTargetRef", "is required (or its shorthand: deployment: NAME)")
+        name = _required(rule, "deployment", "deployment")
+        return ScaleTargetRef(_parse_str(name, "deployment", _DNS_SUBDOMAIN, "a Deployment name"))
+    if "deployment" in rule:
+        raise ConfigError("deployment", "give scaleTargetRef or its shorthand deployment, not both")
+    field = "scaleTargetRef"
+    data = _check_mapping(rule["scaleTargetRef"], field, TARGET_REF_FIELDS)
+    check = _Collector()
+    name = check.take(
+        lambda: _parse_str(
+            _required(data, "name", f"{field}.name"), f"{field}.name", _DNS_SUBDOMAIN,
+            "an object name (lowercase letters, digits, '-' and '.')",
+        )
+    )  # fmt: skip
+    kind = check.take(
+        _parse_str, data.get("kind", DEFAULT_TARGET_KIND), f"{field}.kind", _KIND,
+        "a kind like 'Deployment' or 'StatefulSet'",
+    )  # fmt: skip
+    api_version = check.take(
+        _parse_str, data.get("apiVersion", DEFAULT_TARGET_API_VERSION), f"{field}.apiVersion",
+        _API_VERSION, "an apiVersion like 'apps/v1' or 'argoproj.io/v1alpha1'",
+    )  # fmt: skip
+    check.raise_if_any()
+    return ScaleTargetRef(name, kind, api_version)
 
 
 def parse_fallback(data: Any, field: str, max_replicas: int | None) -> Fallback:
@@ -571,14 +644,7 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
                 f"namespace {namespace!r} is not in this autoscaler's allow-list ({allowed})",
             )
         )
-    deployment = check.take(
-        lambda: _parse_str(
-            _required(data, "deployment", "deployment"),
-            "deployment",
-            _DNS_SUBDOMAIN,
-            "a Deployment name",
-        )
-    )
+    scale_target = check.take(parse_scale_target, data)
     min_replicas = check.take(
         _parse_int, data.get("minReplicas", DEFAULT_MIN_REPLICAS), "minReplicas", 0
     )
@@ -611,7 +677,7 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
     return Rule(
         name=name,
         namespace=namespace,
-        deployment=deployment,
+        scale_target=scale_target,
         triggers=triggers,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
@@ -751,8 +817,10 @@ def describe_rule(rule: Rule) -> str:
         f"activation > {t.activation_queue_length:g}, {t.queue_length_strategy})"
         for t in rule.triggers
     )
+    ref = rule.scale_target
+    target = rule.target if ref.is_deployment else f"{rule.target} ({ref.api_version})"
     return (
-        f"{rule.name}: {rule.target} replicas {rule.min_replicas}..{rule.max_replicas}, "
+        f"{rule.name}: {target} replicas {rule.min_replicas}..{rule.max_replicas}, "
         f"every {rule.polling_interval:g}s, cooldown {rule.cooldown_period:g}s, on {triggers}"
     )
 

@@ -404,7 +404,7 @@ def test_the_generated_rules_file_is_valid() -> None:
     assert [rule.name for rule in result.rules] == ["hello-keda"]
     (rule,) = result.rules
     example = example_deployment()
-    assert (rule.namespace, rule.deployment) == ("default", example["metadata"]["name"])
+    assert (rule.namespace, rule.scale_target.name) == ("default", example["metadata"]["name"])
     assert rule.triggers[0].queue_name == env_value(the_container(example), "QUEUE_NAME")
 
 

@@ -98,7 +98,7 @@ def test_namespaced_shape_forbids_other_namespaces(
     with run_daemon(server, azurite, rules) as proc:
         wait_for(lambda: server.get_deployment("default", unique)["spec"]["replicas"] == 2, 10)
         proc.wait_for_output(
-            rf"other/{unique}: rule {unique}-out: cannot read the Deployment: .*403"
+            rf"other/{unique}: rule {unique}-out: cannot read the target Deployment: .*403"
         )  # noqa: E501
         assert proc.stop() == 0
     assert server.get_deployment("other", unique)["spec"]["replicas"] == 0

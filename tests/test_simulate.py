@@ -31,7 +31,14 @@ import yaml
 import autoscaler
 from eventscaler import compare
 from eventscaler import simulate as sim
-from eventscaler.config import AzureQueueTrigger, Behavior, Rule, ScalingPolicy, ScalingRules
+from eventscaler.config import (
+    AzureQueueTrigger,
+    Behavior,
+    Rule,
+    ScaleTargetRef,
+    ScalingPolicy,
+    ScalingRules,
+)
 from eventscaler.scenarios import (
     SCENARIOS,
     Load,
@@ -59,7 +66,7 @@ def make_rule(**overrides: object) -> Rule:
     values: dict[str, object] = {
         "name": "orders",
         "namespace": "default",
-        "deployment": "orders-worker",
+        "scale_target": ScaleTargetRef("orders-worker"),
         "triggers": (AzureQueueTrigger("orders", queue_length=5.0),),
         "max_replicas": 10,
         "polling_interval": 10.0,
