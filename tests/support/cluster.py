@@ -97,14 +97,31 @@ class Cluster:
 
 
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+NAME = "eventscaler"  # the shipped role that holds the scale rules
 
 
-def write_rbac_shape(directory: Path, shape: str = "cluster") -> Path:
+def custom_resource_rbac_rules(group: str, plural: str) -> list[dict[str, Any]]:
+    """The two rules docs/cluster.md tells users to add for a custom resource, for `plural`."""
+    text = (REPO_ROOT / "docs" / "cluster.md").read_text()
+    block = text.split("<!-- custom-resource-rbac -->", 1)[1].split("```yaml\n", 1)[1]
+    rules = yaml.safe_load(block.split("```", 1)[0])
+    documented = {"argoproj.io": group, "rollouts": plural, "rollouts/scale": f"{plural}/scale"}
+    return [
+        {**rule, "apiGroups": [documented[g] for g in rule["apiGroups"]],
+         "resources": [documented[r] for r in rule["resources"]]}
+        for rule in rules
+    ]  # fmt: skip
+
+
+def write_rbac_shape(
+    directory: Path, shape: str = "cluster", extra_rules: list[dict[str, Any]] | None = None
+) -> Path:
     """Write the RBAC objects of one shipped shape into `directory`, for the test server.
 
     "cluster": manifests/rbac.yaml as `kubectl apply -k manifests/` applies it. "namespaced": the
     same with the manifests/namespaced component applied (its ClusterRole and binding deleted, a
-    Role per allowed namespace added).
+    Role per allowed namespace added). `extra_rules` are added to the role named eventscaler, as
+    docs/cluster.md says to for a custom resource.
     """
     manifests = REPO_ROOT / "manifests"
     documents = [d for d in yaml.safe_load_all((manifests / "rbac.yaml").read_text()) if d]
@@ -116,6 +133,9 @@ def write_rbac_shape(directory: Path, shape: str = "cluster") -> Path:
         raise ValueError(f"unknown RBAC shape {shape!r}")
     directory.mkdir(parents=True, exist_ok=True)
     kept = [d for d in documents if d["kind"] in RBAC_KINDS]
+    for document in kept:
+        if document["kind"] in ("Role", "ClusterRole") and document["metadata"]["name"] == NAME:
+            document["rules"] = [*document["rules"], *(extra_rules or [])]
     (directory / "rbac.yaml").write_text(yaml.safe_dump_all(kept, sort_keys=False))
     return directory
 
