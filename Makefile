@@ -39,9 +39,10 @@ soak: $(VENV_STAMP) $(AZURITE) ## hundreds of rules on changing queues for a whi
 compare: $(VENV_STAMP) ## every scenario: ours vs the KEDA model vs the oracle; plots in build/compare
 	$(PY) -m eventscaler.compare
 
-lint: $(VENV_STAMP) ## ruff and the import contracts (.importlinter)
+lint: $(VENV_STAMP) ## ruff, mypy and the import contracts (.importlinter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
 fmt: $(VENV_STAMP)

@@ -137,12 +137,12 @@ class Parts:
 
     def __init__(self, args: argparse.Namespace) -> None:
         from eventscaler.daemon import Daemon, RuleFileWatcher
-        from eventscaler.engine import Engine
+        from eventscaler.engine import Engine, Observer
         from eventscaler.events import EventReporter
         from eventscaler.kube import (
             ClusterAccess,
-            DeploymentScaler,
             EventRecorder,
+            ScaleTargetClient,
             build_api_client,
         )
         from eventscaler.metrics import Metrics
@@ -155,11 +155,11 @@ class Parts:
         self.identity = replica_identity(args)
         options = SourceOptions(timeout_seconds=args.queue_timeout, pool_size=args.workers)
         self.source = SourcePool(options)
-        self.scaler = DeploymentScaler(self.api_client, timeout_seconds=args.api_timeout)
+        self.scaler = ScaleTargetClient(self.api_client, timeout_seconds=args.api_timeout)
         self.metrics = Metrics()
         self.board = StatusBoard()
         events = EventReporter(EventRecorder(self.api_client, self.identity, args.api_timeout))
-        observers = [self.metrics, self.board, events]
+        observers: list[Observer] = [self.metrics, self.board, events]
         engine = Engine(self.source, self.scaler, dry_run=args.dry_run, observers=observers)
         watcher = RuleFileWatcher(args.config, args.namespaces or None)
         self.elector = None
@@ -215,7 +215,7 @@ def replica_identity(args: argparse.Namespace) -> str:
     return args.identity or os.environ.get("POD_NAME") or fallback
 
 
-def build_elector(args: argparse.Namespace, api_client: object, identity: str) -> LeaderElector:
+def build_elector(args: argparse.Namespace, api_client: Any, identity: str) -> LeaderElector:
     from eventscaler.kube import LeaseClient
     from eventscaler.leader import LeaderElector
 

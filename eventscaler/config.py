@@ -61,6 +61,15 @@ _DNS_SUBDOMAIN = re.compile(
 )
 _RULE_NAME = NAME
 _ANY_TEXT = re.compile(r"^(?=.*\S)[^\x00-\x1f]{1,1000}$")
+# KEDA's scaleTargetRef defaults. A kind is CamelCase and its lowercase a DNS-1035 label (as the
+# apiextensions validation requires); an apiVersion is `v1` (core) or GROUP/VERSION.
+DEFAULT_TARGET_KIND = "Deployment"
+DEFAULT_TARGET_API_VERSION = "apps/v1"
+_KIND = re.compile(r"^[A-Za-z]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$")
+_API_VERSION = re.compile(
+    r"^((?=[^/]{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,12 +126,34 @@ class ScalingModifiers:
 
 
 @dataclass(frozen=True)
+class ScaleTargetRef:
+    """What a rule scales: any object with a /scale subresource, named as KEDA's scaleTargetRef."""
+
+    name: str
+    kind: str = DEFAULT_TARGET_KIND
+    api_version: str = DEFAULT_TARGET_API_VERSION
+
+    @property
+    def group(self) -> str:
+        """The API group: "" for the core group (`v1`), "apps" for `apps/v1`."""
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def is_deployment(self) -> bool:
+        return self.kind == "Deployment" and self.group == "apps"
+
+
+@dataclass(frozen=True)
 class Rule:
-    """One workload scaled on one or more triggers."""
+    """One scale target (a Deployment, a StatefulSet, a custom resource...) scaled on triggers."""
 
     name: str
     namespace: str
-    deployment: str
+    scale_target: ScaleTargetRef
     triggers: tuple[Trigger, ...]
     min_replicas: int = DEFAULT_MIN_REPLICAS
     max_replicas: int = DEFAULT_MAX_REPLICAS
@@ -135,7 +166,17 @@ class Rule:
 
     @property
     def target(self) -> str:
-        return f"{self.namespace}/{self.deployment}"
+        """For logs: `namespace/name` for a Deployment (as always), `namespace/Kind/name` else."""
+        ref = self.scale_target
+        if ref.is_deployment:
+            return f"{self.namespace}/{ref.name}"
+        return f"{self.namespace}/{ref.kind}/{ref.name}"
+
+    @property
+    def target_key(self) -> tuple[str, str, str, str]:
+        """What identifies the target: (namespace, apiVersion, kind, name)."""
+        ref = self.scale_target
+        return (self.namespace, ref.api_version, ref.kind, ref.name)
 
 
 @dataclass(frozen=True)
@@ -189,11 +230,13 @@ def _parse_polling_interval(value: Any, field: str = "pollingInterval") -> float
 # ---------------------------------------------------------------------------------------------
 # Sections
 
+TARGET_REF_FIELDS = {"apiVersion", "kind", "name"}
 SCALING_RULES_FIELDS = {"stabilizationWindowSeconds", "selectPolicy", "policies"}
 POLICY_FIELDS = {"type", "value", "periodSeconds"}
 RULE_FIELDS = {
     "name",
     "namespace",
+    "scaleTargetRef",
     "deployment",
     "minReplicas",
     "maxReplicas",
@@ -205,7 +248,7 @@ RULE_FIELDS = {
     "fallback",
     "scalingModifiers",
 }
-DEFAULTABLE_FIELDS = RULE_FIELDS - {"name", "deployment", "scalingModifiers"}
+DEFAULTABLE_FIELDS = RULE_FIELDS - {"name", "scaleTargetRef", "deployment", "scalingModifiers"}
 MODIFIER_FIELDS = {"formula", "target", "activationTarget", "metricType"}
 
 
@@ -281,6 +324,36 @@ def _compile_formula(text: str, names: list[str]) -> Formula:
         return compile_formula(text, names)
     except FormulaError as exc:
         raise ConfigError("scalingModifiers.formula", str(exc)) from None
+
+
+def parse_scale_target(rule: Mapping[str, Any]) -> ScaleTargetRef:
+    """`scaleTargetRef: {apiVersion, kind, name}` as KEDA's, or the shorthand `deployment: NAME`."""
+    if "scaleTargetRef" not in rule:
+        if "deployment" not in rule:
+            raise ConfigError("scaleTargetRef", "is required (or its shorthand: deployment: NAME)")
+        name = required(rule, "deployment", "deployment")
+        return ScaleTargetRef(parse_str(name, "deployment", _DNS_SUBDOMAIN, "a Deployment name"))
+    if "deployment" in rule:
+        raise ConfigError("deployment", "give scaleTargetRef or its shorthand deployment, not both")
+    field = "scaleTargetRef"
+    data = check_mapping(rule["scaleTargetRef"], field, TARGET_REF_FIELDS)
+    check = Collector()
+    name = check.take(
+        lambda: parse_str(
+            required(data, "name", f"{field}.name"), f"{field}.name", _DNS_SUBDOMAIN,
+            "an object name (lowercase letters, digits, '-' and '.')",
+        )
+    )  # fmt: skip
+    kind = check.take(
+        parse_str, data.get("kind", DEFAULT_TARGET_KIND), f"{field}.kind", _KIND,
+        "a kind like 'Deployment' or 'StatefulSet'",
+    )  # fmt: skip
+    api_version = check.take(
+        parse_str, data.get("apiVersion", DEFAULT_TARGET_API_VERSION), f"{field}.apiVersion",
+        _API_VERSION, "an apiVersion like 'apps/v1' or 'argoproj.io/v1alpha1'",
+    )  # fmt: skip
+    check.raise_if_any()
+    return ScaleTargetRef(name, kind, api_version)
 
 
 def parse_fallback(data: Any, field: str, max_replicas: int | None) -> Fallback:
@@ -386,14 +459,7 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
                 f"namespace {namespace!r} is not in this autoscaler's allow-list ({allowed})",
             )
         )
-    deployment = check.take(
-        lambda: parse_str(
-            required(data, "deployment", "deployment"),
-            "deployment",
-            _DNS_SUBDOMAIN,
-            "a Deployment name",
-        )
-    )
+    scale_target = check.take(parse_scale_target, data)
     min_replicas = check.take(
         parse_int, data.get("minReplicas", DEFAULT_MIN_REPLICAS), "minReplicas", 0
     )
@@ -429,7 +495,7 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
     return Rule(
         name=name,
         namespace=namespace,
-        deployment=deployment,
+        scale_target=scale_target,
         triggers=triggers,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
@@ -573,8 +639,10 @@ def load_rules(path: str | Path, allowed_namespaces: Collection[str] | None = No
 def describe_rule(rule: Rule) -> str:
     """A one-line summary of a rule, for `validate` and start-up logs."""
     triggers = ", ".join(describe_trigger(t) for t in rule.triggers)
+    ref = rule.scale_target
+    target = rule.target if ref.is_deployment else f"{rule.target} ({ref.api_version})"
     return (
-        f"{rule.name}: {rule.target} replicas {rule.min_replicas}..{rule.max_replicas}, "
+        f"{rule.name}: {target} replicas {rule.min_replicas}..{rule.max_replicas}, "
         f"every {rule.polling_interval:g}s, cooldown {rule.cooldown_period:g}s, on {triggers}"
     )
 

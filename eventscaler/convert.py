@@ -39,6 +39,8 @@ EXIT_PARTIAL = 1
 EXIT_INVALID = 2
 
 KEDA_API_GROUP = "keda.sh"
+# (group, kind) of the targets manifests/rbac.yaml grants; others need two more RBAC lines.
+SHIPPED_RBAC_KINDS = {("apps", "Deployment"), ("extensions", "Deployment"), ("apps", "StatefulSet")}
 HPA_DEFAULT_SCALE_UP_POLICIES = [
     {"type": "Pods", "value": 4, "periodSeconds": 15},
     {"type": "Percent", "value": 100, "periodSeconds": 15},
@@ -210,15 +212,15 @@ class _ScaledObject:
         if not isinstance(self.spec, Mapping):
             self.lost("spec", "missing or not a mapping")
             return None
-        deployment = self._target()
-        if deployment is None:
+        target = self._target()
+        if target is None:
             return None
         triggers = self._triggers()
         if not triggers:
             self.lost("spec.triggers", "no trigger could be converted: no rule written")
             return None
         rule: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
-        rule["deployment"] = deployment
+        rule.update(target)
         # Written even when left out: KEDA's defaults, so the rule keeps KEDA's meaning even if
         # the rule file's own defaults ever change.
         for ours, keda, default in (
@@ -252,26 +254,32 @@ class _ScaledObject:
             return default
         return value
 
-    def _target(self) -> str | None:
+    def _target(self) -> dict[str, Any] | None:
+        """`deployment: NAME` for a Deployment (as before), else KEDA's scaleTargetRef as is."""
         ref = self.spec.get("scaleTargetRef")
         if not isinstance(ref, Mapping) or not ref.get("name"):
             self.lost("spec.scaleTargetRef.name", "missing: no rule written")
             return None
         kind = str(ref.get("kind") or "Deployment")
         api = str(ref.get("apiVersion") or "apps/v1")
-        if kind != "Deployment" or api.split("/")[0] not in ("apps", "extensions"):
-            self.lost(
+        self._target_notes(ref, kind, api)
+        if kind == "Deployment" and api.split("/")[0] in ("apps", "extensions"):
+            return {"deployment": str(ref["name"])}
+        return {"scaleTargetRef": {"apiVersion": api, "kind": kind, "name": str(ref["name"])}}
+
+    def _target_notes(self, ref: Mapping[str, Any], kind: str, api: str) -> None:
+        if (api.split("/")[0], kind) not in SHIPPED_RBAC_KINDS:
+            self.note(
                 "spec.scaleTargetRef.kind",
-                f"{kind} ({api}): eventscaler scales Deployments only (apps/v1 scale "
-                "subresource): no rule written",
+                f"{kind} ({api}): the shipped RBAC covers Deployments and StatefulSets; grant "
+                "`get` on this kind and `get`, `patch` on its scale subresource "
+                "(docs/cluster.md)",
             )
-            return None
         if ref.get("envSourceContainerName"):
             self.note(
                 "spec.scaleTargetRef.envSourceContainerName",
                 "not needed: eventscaler reads connectionFromEnv from its own environment",
             )
-        return str(ref["name"])
 
     # -- triggers
 

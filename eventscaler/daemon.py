@@ -92,8 +92,9 @@ class ReloadListener:
     """Told about the rules in force after each load, and about leadership at each reload check.
     Subclasses override what they need (metrics, status, events)."""
 
-    def rules_changed(self, names: set[str], gone: set[tuple[str, str, str]]) -> None:
-        """`names`: the rules in force; `gone`: (name, namespace, deployment) no longer scaled."""
+    def rules_changed(self, names: set[str], gone: set[tuple[str, ...]]) -> None:
+        """`names`: the rules in force; `gone`: (name, namespace, target kind, target name) of
+        each rule that no longer scales that target (removed, or now aimed elsewhere)."""
 
     def reload_failed(self) -> None:
         """A load found problems (the last good rules stay)."""
@@ -189,10 +190,10 @@ class Daemon:
         self.health.rules_loaded = bool(current) or not result.problems
         self.health.last_load_error = str(result.problems[0]) if result.problems else None
         self.engine.forget_rules_except(current.values())
-        gone = {
-            (r.name, r.namespace, r.deployment)
+        gone: set[tuple[str, ...]] = {
+            (r.name, r.namespace, r.scale_target.kind, r.scale_target.name)
             for name, r in previous.items()
-            if name not in current or current[name].target != r.target
+            if name not in current or current[name].target_key != r.target_key
         }
         for listener in self._listeners:
             if result.problems:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from eventscaler import retry
-from eventscaler.config import Rule
+from eventscaler.config import Rule, ScaleTargetRef
 from eventscaler.policy import (
     STEP_PAUSED,
     Decision,
@@ -34,23 +34,30 @@ class ValueSource(Protocol):
     def read_value(self, trigger: Trigger) -> float: ...
 
 
-class DeploymentLike(Protocol):
-    replicas: int
-    annotations: dict[str, str]
-    uid: str
+class TargetView(Protocol):
+    """What a tick needs of its scale target: the replicas, the pause annotations, the uid."""
+
+    @property
+    def replicas(self) -> int: ...
+
+    @property
+    def annotations(self) -> dict[str, str]: ...
+
+    @property
+    def uid(self) -> str: ...
 
 
 class Scaler(Protocol):
-    def read(self, namespace: str, name: str) -> DeploymentLike: ...
+    def read(self, namespace: str, ref: ScaleTargetRef) -> TargetView: ...
 
-    def set_replicas(self, namespace: str, name: str, replicas: int) -> None: ...
+    def set_replicas(self, namespace: str, ref: ScaleTargetRef, replicas: int) -> None: ...
 
 
 # The share of its polling interval one tick may spend, retries included.
 TICK_BUDGET_SHARE = 0.8
 
 # Outcome.error_kind values.
-FAILED_DEPLOYMENT_READ = "deployment-read"
+FAILED_TARGET_READ = "target-read"
 FAILED_SOURCE_READ = "source-read"
 FAILED_WRITE = "write"
 FAILED_BUG = "internal"
@@ -62,13 +69,13 @@ class Outcome:
 
     rule: Rule
     readings: tuple[Reading, ...] = ()
-    current: int | None = None  # replicas found; None when the Deployment could not be read
+    current: int | None = None  # replicas found; None when the target could not be read
     decision: Decision | None = None
     wrote: bool = False
     dry_run: bool = False
     error: str | None = None  # set when the tick could not do all it should
     error_kind: str | None = None
-    uid: str = ""  # of the Deployment, for events
+    uid: str = ""  # of the target, for events
     duration: float = 0.0  # seconds the tick took
     finished_at: float = field(default_factory=time.time)  # wall clock, for status
     cooldown_left: float | None = None  # seconds until the step to zero, while counting down
@@ -84,7 +91,7 @@ class Observer(Protocol):
 
 @dataclass
 class _Memory:
-    target: str  # the namespace/deployment the state belongs to
+    target: tuple[str, str, str, str]  # the Rule.target_key the state belongs to
     state: RuleState
     last_step: str | None = None
 
@@ -146,12 +153,12 @@ class Engine:
         """One tick; `readings` are given when a write conflicted and the tick is decided again."""
         log = _RuleLog(rule, self._dry_run)
         try:
-            deployment = self._scaler.read(rule.namespace, rule.deployment)
+            target = self._scaler.read(rule.namespace, rule.scale_target)
         except Exception as exc:
-            return self._fail(Outcome(rule), log, f"cannot read the Deployment: {exc}",
-                              FAILED_DEPLOYMENT_READ)  # fmt: skip
-        current = deployment.replicas
-        pause = pause_from_annotations(deployment.annotations)
+            error = f"cannot read the target {rule.scale_target.kind}: {exc}"
+            return self._fail(Outcome(rule), log, error, FAILED_TARGET_READ)
+        current = target.replicas
+        pause = pause_from_annotations(target.annotations)
         # A paused rule reads no source: "leave it alone" includes not billing source calls.
         if pause:
             readings = ()
@@ -169,7 +176,7 @@ class Engine:
             current,
             decision,
             dry_run=self._dry_run,
-            uid=deployment.uid,
+            uid=target.uid,
             cooldown_left=_cooldown_left(rule, decision, now),
         )
 
@@ -178,10 +185,10 @@ class Engine:
                 log.would_scale(decision)
             else:
                 try:
-                    self._scaler.set_replicas(rule.namespace, rule.deployment, decision.target)
+                    self._scaler.set_replicas(rule.namespace, rule.scale_target, decision.target)
                 except Exception as exc:
                     if getattr(exc, "status", None) == 409 and not conflicted:
-                        # Someone else changed the Deployment between our read and write:
+                        # Someone else changed the target between our read and write:
                         # read it again and decide again on the same readings, once.
                         log.conflict(exc)
                         return self._evaluate(rule, readings or None, conflicted=True)
@@ -207,11 +214,11 @@ class Engine:
 
     def _remember(self, rule: Rule, now: float) -> _Memory:
         """This rule's memory; a new one (start-up counts as activity) if it now targets another
-        Deployment."""
+        object (another name, kind or apiVersion)."""
         with self._lock:
             memory = self._memory.get(rule.name)
-            if memory is None or memory.target != rule.target:
-                memory = _Memory(rule.target, initial_state(now))
+            if memory is None or memory.target != rule.target_key:
+                memory = _Memory(rule.target_key, initial_state(now))
                 self._memory[rule.name] = memory
             return memory
 
@@ -248,7 +255,8 @@ class _RuleLog:
         self._extra = {
             "rule": rule.name,
             "namespace": rule.namespace,
-            "deployment": rule.deployment,
+            "target_kind": rule.scale_target.kind,
+            "target": rule.scale_target.name,
             "dry_run": dry_run,
         }
 
@@ -288,7 +296,7 @@ class _RuleLog:
 
     def conflict(self, error: Exception) -> None:
         logger.warning(
-            "%s: rule %s: write conflicted (%s): reading the Deployment again",
+            "%s: rule %s: write conflicted (%s): reading the target again",
             self._rule.target,
             self._rule.name,
             error,

@@ -1,4 +1,5 @@
-"""Kubernetes Events about what the autoscaler did, as the HPA writes them.
+"""Kubernetes Events about what the autoscaler did, as the HPA writes them, on the scale target
+(its real apiVersion and kind: a Deployment, a StatefulSet, a custom resource).
 
 - SuccessfulRescale (Normal) on every write: "New size: 20; reason: ..." like the HPA's.
 - FailedRescale (Warning) when a write fails.
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from eventscaler.config import ScaleTargetRef
 from eventscaler.daemon import ReloadListener
 from eventscaler.engine import FAILED_SOURCE_READ, FAILED_WRITE, Outcome
 from eventscaler.policy import STEP_FALLBACK
@@ -28,7 +30,13 @@ DEFAULT_REPEAT_AFTER = 300.0
 
 class EventSink(Protocol):
     def record(
-        self, namespace: str, name: str, uid: str, kind: str, reason: str, message: str
+        self,
+        namespace: str,
+        ref: ScaleTargetRef,
+        uid: str,
+        event_type: str,
+        reason: str,
+        message: str,
     ) -> None: ...
 
 
@@ -66,11 +74,11 @@ class EventReporter(ReloadListener):
     ) -> None:
         rule = outcome.rule
         if not outcome.uid or outcome.dry_run:
-            return  # no Deployment to attach it to, or told not to write
+            return  # no target to attach it to, or told not to write
         if limited and not self._due(rule.name, reason):
             return
         try:
-            self._sink.record(rule.namespace, rule.deployment, outcome.uid, kind, reason, message)
+            self._sink.record(rule.namespace, rule.scale_target, outcome.uid, kind, reason, message)
         except Exception as exc:
             logger.warning("%s: cannot record event %s: %s", rule.target, reason, exc)
             return
@@ -83,7 +91,7 @@ class EventReporter(ReloadListener):
             last = self._last_sent.get((rule, reason))
         return last is None or self._clock() - last >= self._repeat_after
 
-    def rules_changed(self, names: set[str], gone: set[tuple[str, str, str]]) -> None:
+    def rules_changed(self, names: set[str], gone: set[tuple[str, ...]]) -> None:
         """Drop the quiet periods of rules that are gone."""
         with self._lock:
             for key in [k for k in self._last_sent if k[0] not in names]:

@@ -14,7 +14,8 @@ from eventscaler.redact import RedactingFilter
 CONTEXT_FIELDS = (
     "rule",
     "namespace",
-    "deployment",
+    "target_kind",
+    "target",
     "from_replicas",
     "to_replicas",
     "step",

@@ -1,8 +1,9 @@
 """Prometheus metrics, served on the health port's /metrics. The only prometheus_client import.
 
-Labels are rule, namespace, deployment (and trigger, direction, outcome, kind where they apply);
-never a queue URL, account or connection string. A rule's gauges are removed when the rule goes;
-its counters stay, as counters should (a rate over them ends by itself).
+Labels are rule, namespace, target_kind, target (the scale target's kind and name), and trigger,
+direction, outcome, kind where they apply; never a queue URL, account or connection string. A
+rule's gauges are removed when the rule goes; its counters stay, as counters should (a rate over
+them ends by itself).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from eventscaler.daemon import ReloadListener
 from eventscaler.engine import Outcome
 
-RULE_LABELS = ("rule", "namespace", "deployment")
+RULE_LABELS = ("rule", "namespace", "target_kind", "target")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -44,7 +45,7 @@ class Metrics(ReloadListener):
             RULE_LABELS, registry=r,
         )  # fmt: skip
         self.current = Gauge(
-            "eventscaler_current_replicas", "Replicas the Deployment had at the last tick.",
+            "eventscaler_current_replicas", "Replicas the target had at the last tick.",
             RULE_LABELS, registry=r,
         )  # fmt: skip
         self.active = Gauge(
@@ -52,7 +53,7 @@ class Metrics(ReloadListener):
             RULE_LABELS, registry=r,
         )  # fmt: skip
         self.paused = Gauge(
-            "eventscaler_rule_paused", "1 while a pause annotation holds the Deployment.",
+            "eventscaler_rule_paused", "1 while a pause annotation holds the target.",
             RULE_LABELS, registry=r,
         )  # fmt: skip
         self.fallback = Gauge(
@@ -73,7 +74,7 @@ class Metrics(ReloadListener):
         )
         self.rule_errors = Counter(
             "eventscaler_rule_errors_total",
-            "Ticks that could not do all they should, by kind (deployment-read, source-read...).",
+            "Ticks that could not do all they should, by kind (target-read, source-read...).",
             (*RULE_LABELS, "kind"),
             registry=r,
         )
@@ -85,7 +86,7 @@ class Metrics(ReloadListener):
         )
         self.decision_duration = Histogram(
             "eventscaler_tick_duration_seconds",
-            "Time one tick of one rule takes: queue reads, Deployment read, decision, write.",
+            "Time one tick of one rule takes: queue reads, target read, decision, write.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
@@ -106,7 +107,7 @@ class Metrics(ReloadListener):
 
     def observe(self, outcome: Outcome) -> None:
         rule = outcome.rule
-        labels = (rule.name, rule.namespace, rule.deployment)
+        labels = (rule.name, rule.namespace, rule.scale_target.kind, rule.scale_target.name)
         self.decision_duration.observe(outcome.duration)
         for reading in outcome.readings:
             with self._lock:
@@ -133,7 +134,7 @@ class Metrics(ReloadListener):
         else:
             self.last_success.labels(*labels).set(outcome.finished_at)
 
-    def rules_changed(self, names: set[str], gone: set[tuple[str, str, str]]) -> None:
+    def rules_changed(self, names: set[str], gone: set[tuple[str, ...]]) -> None:
         """After a reload: count the rules, forget the series of rules that are gone."""
         self.rules_loaded.set(len(names))
         for labels in gone:

@@ -13,8 +13,8 @@ from typing import Any
 from eventscaler.daemon import ReloadListener
 from eventscaler.engine import Outcome
 
-COLUMNS = ("RULE", "TARGET", "CURRENT", "DESIRED", "TRIGGERS", "ACTIVE", "COOLDOWN", "LAST SCALE",
-           "REASON", "ERROR")  # fmt: skip
+COLUMNS = ("RULE", "KIND", "TARGET", "CURRENT", "DESIRED", "TRIGGERS", "ACTIVE", "COOLDOWN",
+           "LAST SCALE", "REASON", "ERROR")  # fmt: skip
 
 
 class StatusBoard(ReloadListener):
@@ -38,8 +38,8 @@ class StatusBoard(ReloadListener):
             row["last_scale"] = self._last_scale.get(outcome.rule.name)
             self._rows[outcome.rule.name] = row
 
-    def rules_changed(self, names: set[str], gone: set[tuple[str, str, str]]) -> None:
-        self.keep_only(names - {name for name, _, _ in gone})
+    def rules_changed(self, names: set[str], gone: set[tuple[str, ...]]) -> None:
+        self.keep_only(names - {labels[0] for labels in gone})
 
     def keep_only(self, names: Iterable[str]) -> None:
         keep = set(names)
@@ -59,11 +59,17 @@ class StatusBoard(ReloadListener):
 
 def outcome_row(outcome: Outcome) -> dict[str, Any]:
     """One rule's status as plain data (what /status serves, what the table prints)."""
-    rule, decision = outcome.rule, outcome.decision
+    rule, decision, ref = outcome.rule, outcome.decision, outcome.rule.scale_target
     return {
         "rule": rule.name,
         "target": rule.target,
-        # After a successful write the Deployment has the new count.
+        "target_ref": {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "name": ref.name,
+            "namespace": rule.namespace,
+        },
+        # After a successful write the target has the new count.
         "current": decision.target if outcome.wrote and decision else outcome.current,
         "desired": decision.target if decision else None,
         "triggers": {r.trigger: r.value for r in outcome.readings},
@@ -91,9 +97,11 @@ def render_table(rows: Sequence[Mapping[str, Any]], now: float | None = None) ->
     now = time.time() if now is None else now
     lines = [list(COLUMNS)]
     for row in rows:
+        kind, target = _target_cells(row)
         lines.append([
             row["rule"],
-            row["target"],
+            kind,
+            target,
             _num(row.get("current")),
             _num(row.get("desired")),
             _values(row.get("triggers", {})),
@@ -117,6 +125,14 @@ def render_reasons(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(
         f"{row['rule']}: {row.get('reason') or row.get('error') or '-'}" for row in rows
     )
+
+
+def _target_cells(row: Mapping[str, Any]) -> tuple[str, str]:
+    """KIND and namespace/name; a daemon from before scaleTargetRef sends only `target`."""
+    ref = row.get("target_ref")
+    if not isinstance(ref, Mapping):
+        return "-", str(row.get("target", "-"))
+    return str(ref.get("kind", "-")), f"{ref.get('namespace')}/{ref.get('name')}"
 
 
 def _num(value: Any) -> str:

@@ -14,6 +14,10 @@ Scenarios covered:
 - content that once crashed the loader (YAML values safe_load rejects with ValueError, integers
   too large for a float, names with a trailing newline) is reported instead
 - the namespace allow-list
+- the scale target: `scaleTargetRef` (apiVersion and kind default to apps/v1 Deployment, as
+  KEDA's) or the `deployment:` shorthand (the same rule); both at once, neither, a bad name, kind
+  or apiVersion, an unknown key are errors naming the field; a StatefulSet or custom resource has
+  its kind in `target` and its apiVersion in describe_rule; `target_key` tells kinds apart
 - rules_in_force: what runs after a reload with bad edits
 - config.example.yaml at the repo root loads with no problems (skipped while it does not exist)
 """
@@ -30,6 +34,7 @@ from eventscaler.config import (
     ConfigError,
     LoadResult,
     Rule,
+    ScaleTargetRef,
     ScalingPolicy,
     describe_rule,
     load_rules,
@@ -83,11 +88,8 @@ def single_problem(**fields: Any) -> str:
 
 def test_minimal_rule_gets_keda_defaults() -> None:
     loaded = load_one()
-    assert (loaded.name, loaded.namespace, loaded.deployment) == (
-        "orders",
-        "default",
-        "orders-worker",
-    )
+    assert (loaded.name, loaded.namespace) == ("orders", "default")
+    assert loaded.scale_target == ScaleTargetRef("orders-worker", "Deployment", "apps/v1")
     assert (loaded.min_replicas, loaded.max_replicas) == (0, 100)
     assert (loaded.polling_interval, loaded.cooldown_period, loaded.tolerance) == (30, 300, 0.1)
     (only,) = loaded.triggers
@@ -185,6 +187,94 @@ def test_describe_rule_is_one_line_with_the_numbers_that_matter() -> None:
     assert "\n" not in text
     assert text.startswith("orders: default/orders-worker replicas 0..20")
     assert "cooldown 120s" in text and "azure-queue orders (target 5/replica" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The scale target
+
+
+def target_rule(**ref: Any) -> dict[str, Any]:
+    entry = rule(scaleTargetRef=ref)
+    del entry["deployment"]
+    return entry
+
+
+def test_scale_target_ref_defaults_to_an_apps_v1_deployment_like_the_shorthand() -> None:
+    (by_ref,) = load(target_rule(name="orders-worker")).rules
+    assert by_ref == load_one()  # `deployment: orders-worker` is the same rule
+    assert by_ref.target == "default/orders-worker"
+    assert by_ref.target_key == ("default", "apps/v1", "Deployment", "orders-worker")
+    assert (by_ref.scale_target.group, by_ref.scale_target.version) == ("apps", "v1")
+
+
+@pytest.mark.parametrize(
+    ("ref", "target", "group", "described"),
+    [
+        ({"kind": "StatefulSet", "name": "db"}, "default/StatefulSet/db", "apps",
+         "orders: default/StatefulSet/db (apps/v1) replicas"),
+        ({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web"},
+         "default/Rollout/web", "argoproj.io",
+         "orders: default/Rollout/web (argoproj.io/v1alpha1) replicas"),
+        ({"apiVersion": "v1", "kind": "ReplicationController", "name": "old"},
+         "default/ReplicationController/old", "", "orders: default/ReplicationController/old (v1)"),
+    ],
+)  # fmt: skip
+def test_scale_target_ref_of_any_kind(
+    ref: dict[str, str], target: str, group: str, described: str
+) -> None:
+    (loaded,) = load(target_rule(**ref)).rules
+    assert (loaded.scale_target.kind, loaded.scale_target.name) == (ref["kind"], ref["name"])
+    assert loaded.scale_target.api_version == ref.get("apiVersion", "apps/v1")
+    assert (loaded.target, loaded.scale_target.group) == (target, group)
+    assert describe_rule(loaded).startswith(described)
+
+
+def test_target_key_tells_a_statefulset_from_a_deployment_of_the_same_name() -> None:
+    (deployment,) = load(target_rule(name="db")).rules
+    (statefulset,) = load(target_rule(kind="StatefulSet", name="db")).rules
+    (other_group,) = load(
+        target_rule(apiVersion="example.com/v1", kind="StatefulSet", name="db")
+    ).rules
+    keys = {r.target_key for r in (deployment, statefulset, other_group)}
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (rule(scaleTargetRef={"name": "x"}),
+         "rules[0] (orders).deployment: give scaleTargetRef or its shorthand deployment, not both"),
+        ({"name": "orders", "triggers": [trigger()]},
+         "rules[0] (orders).scaleTargetRef: is required (or its shorthand: deployment: NAME)"),
+        (target_rule(kind="StatefulSet"), "rules[0] (orders).scaleTargetRef.name: is required"),
+        (target_rule(name="Bad_Name"),
+         "rules[0] (orders).scaleTargetRef.name: expected an object name"),
+        (target_rule(name="x", kind="9lives"),
+         "rules[0] (orders).scaleTargetRef.kind: expected a kind like 'Deployment' or "
+         "'StatefulSet', got '9lives'"),
+        (target_rule(name="x", apiVersion="Apps/V1"),
+         "rules[0] (orders).scaleTargetRef.apiVersion: expected an apiVersion like 'apps/v1' or "
+         "'argoproj.io/v1alpha1', got 'Apps/V1'"),
+        (target_rule(name="x", apiVersion="apps/"),
+         "rules[0] (orders).scaleTargetRef.apiVersion: expected an apiVersion"),
+        (target_rule(nmae="x"),
+         "rules[0] (orders).scaleTargetRef.nmae: unknown field (did you mean 'name'?); "
+         "known fields: apiVersion, kind, name"),
+        ({**target_rule(), "scaleTargetRef": "db"},
+         "rules[0] (orders).scaleTargetRef: expected a mapping, got 'db'"),
+    ],
+)  # fmt: skip
+def test_scale_target_problems_name_the_field(entry: dict[str, Any], expected: str) -> None:
+    result = load(entry, rule("other"))
+    assert [r.name for r in result.rules] == ["other"]  # the broken rule alone is left out
+    assert len(result.problems) == 1, problem_lines(result)
+    assert problem_lines(result)[0].startswith(f"rules.yaml: {expected}")
+
+
+def test_every_wrong_field_of_a_scale_target_ref_is_reported() -> None:
+    result = load(target_rule(kind="9", apiVersion="/v1"))
+    fields = sorted(p.field for p in result.problems)
+    assert fields == ["scaleTargetRef.apiVersion", "scaleTargetRef.kind", "scaleTargetRef.name"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +397,7 @@ def test_unknown_key_in_defaults_is_fatal_and_named_once() -> None:
     assert "(did you mean 'pollingInterval'?)" in line
 
 
-@pytest.mark.parametrize("key", ["name", "deployment"])
+@pytest.mark.parametrize("key", ["name", "deployment", "scaleTargetRef"])
 def test_defaults_may_not_hold_name_or_deployment(key: str) -> None:
     result = load(rule(), defaults={key: "x"})
     assert result.fatal

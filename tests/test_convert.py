@@ -13,8 +13,11 @@ Scenarios covered:
   mapped; idleReplicaCount, initialCooldownPeriod, restoreToOriginalReplicaCount, pause
   annotations and an unsupported trigger listed as not converted with the reason
 - an older loader without fallback or accountName: those are listed as not converted, not written
-- objects that give no rule: only unsupported triggers, a StatefulSet target, a ScaledJob; a
+- objects that give no rule: only unsupported triggers, a target without a name, a ScaledJob; a
   Secret in the input is skipped with a note
+- scaleTargetRef of any kind: a Deployment stays `deployment: NAME`; a StatefulSet or a custom
+  resource becomes `scaleTargetRef` with its apiVersion and kind, a kind outside the shipped RBAC
+  with a note saying which grants to add
 - bad values (queueLength 'ten', strategy 'peek', metricType Value, unknown keys), duplicate names
   across namespaces, `kind: List`, invalid YAML
 - round trip: every converted file loads with parse_rules_text with no problems
@@ -197,7 +200,7 @@ apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
 metadata: {name: db}
 spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: StatefulSet, name: db}
+  scaleTargetRef: {apiVersion: apps/v1, kind: StatefulSet}
   triggers:
   - type: azure-queue
     metadata: {queueName: jobs, connectionFromEnv: X}
@@ -357,10 +360,57 @@ def test_objects_that_give_no_rule() -> None:
     lost = messages(conversion, converted=False)
     one(lost, "stream/kafka-consumer: spec.triggers[0]: not converted: type 'kafka'")
     one(lost, "stream/kafka-consumer: spec.triggers: not converted: no trigger could be converted")
-    one(lost, "default/db: spec.scaleTargetRef.kind: not converted: StatefulSet (apps/v1)")
+    one(lost, "default/db: spec.scaleTargetRef.name: not converted: missing")
     one(lost, "document 3 (ScaledJob): not converted: ScaledJobs run Jobs")
     assert not any("db: spec.triggers" in n for n in messages(conversion))
     assert render_rules(conversion, "so.yaml").endswith("rules: []\n")
+
+
+ANY_KIND = """
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: db}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: StatefulSet, name: db}
+  triggers:
+  - type: azure-queue
+    metadata: {queueName: jobs, connectionFromEnv: X}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: argoproj.io/v1alpha1, kind: Rollout, name: web}
+  triggers:
+  - type: azure-queue
+    metadata: {queueName: jobs, connectionFromEnv: X}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: plain}
+spec:
+  scaleTargetRef: {kind: Deployment, name: plain}
+  triggers:
+  - type: azure-queue
+    metadata: {queueName: jobs, connectionFromEnv: X}
+"""
+
+
+def test_scale_target_ref_of_any_kind_is_converted() -> None:
+    conversion = convert_text(ANY_KIND, "so.yaml")
+    targets = {r["name"]: (r.get("scaleTargetRef"), r.get("deployment")) for r in conversion.rules}
+    assert targets == {
+        "db": ({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}, None),
+        "web": ({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "web"}, None),
+        "plain": (None, "plain"),
+    }
+    notes = messages(conversion, converted=True)
+    line = one(notes, "default/web: spec.scaleTargetRef.kind")
+    assert "Rollout (argoproj.io/v1alpha1)" in line and "scale subresource" in line
+    assert not any("default/db: spec.scaleTargetRef" in n for n in notes)  # shipped RBAC
+    loaded = {r.name: r for r in assert_round_trip(conversion).rules}
+    assert loaded["web"].target == "default/Rollout/web"
+    assert loaded["plain"].target == "default/plain"
 
 
 def test_bad_values_are_listed_and_left_to_defaults() -> None:

@@ -355,10 +355,23 @@ def test_apply_drops_gone_rules_from_the_engine_and_the_metrics(tmp_path: Path) 
     daemon.apply(load(rule_entry("a"), rule_entry("moved", deployment="new")))
     assert engine.kept[-1] == ["a", "moved"]
     assert listener.calls == [
-        ("rules_changed", {"a", "moved"}, {("b", "shop", "b"), ("moved", "shop", "old")}),
-    ]
+        ("rules_changed", {"a", "moved"},
+         {("b", "shop", "Deployment", "b"), ("moved", "shop", "Deployment", "old")}),
+    ]  # fmt: skip
     assert daemon.health.rules_loaded is True
     assert daemon.health.last_load_error is None
+
+
+def test_a_rule_retargeted_to_another_kind_is_gone_for_its_old_target(tmp_path: Path) -> None:
+    listener = Listener()
+    daemon, _, _ = make_daemon(tmp_path, listener)
+    daemon.apply(load(rule_entry("db")))
+    listener.calls.clear()
+    moved = rule_entry("db")
+    moved["scaleTargetRef"] = {"kind": "StatefulSet", "name": moved.pop("deployment")}
+    daemon.apply(load(moved))
+    assert listener.calls == [("rules_changed", {"db"}, {("db", "shop", "Deployment", "db")})]
+    assert daemon.rules["db"].target == "shop/StatefulSet/db"
 
 
 def test_a_file_whose_every_rule_is_rejected_is_not_ready(tmp_path: Path) -> None:

@@ -144,7 +144,9 @@ def test_missing_deployment_fails_only_its_rule(
     )
     with daemon(cluster, azurite, rules) as proc:
         wait_for(lambda: cluster.replicas(present) == 4, 10, what=f"{present} at 4")
-        proc.wait_for_output(rf"rule {missing}: cannot read the Deployment: Deployment .*not found")
+        proc.wait_for_output(
+            rf"rule {missing}: cannot read the target Deployment: Deployment .*not found"
+        )
         assert proc.process is not None and proc.process.poll() is None  # still running
         assert proc.stop() == 0
 

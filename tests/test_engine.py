@@ -1,4 +1,4 @@
-"""One tick of one rule (eventscaler/engine.py) with a fake queue source, a fake Deployment API
+"""One tick of one rule (eventscaler/engine.py) with a fake queue source, a fake scale-target API
 and a fake clock. Scenarios covered:
 - a tick reads the Deployment and the queues, decides, writes, and reports one Outcome (readings,
   current, decision, uid); the state carries over so the next tick holds
@@ -14,21 +14,30 @@ and a fake clock. Scenarios covered:
 - the decision line is DEBUG, but INFO when the step changes without a write; a write is INFO
 - cooldown_left counts down while an idle rule waits above zero
 - forget_rules_except drops a gone rule's state (start-up counts as activity again) and keeps the
-  others'; a rule that now targets another Deployment starts afresh
+  others'; a rule that now targets another object (another name, or the same name of another
+  kind) starts afresh
+- the target is read and written by its ScaleTargetRef (kind and apiVersion passed through), and a
+  failed read names the kind
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
-from eventscaler.config import Behavior, Rule, ScalingPolicy, ScalingRules
+from eventscaler.config import (
+    Behavior,
+    Rule,
+    ScaleTargetRef,
+    ScalingPolicy,
+    ScalingRules,
+)
 from eventscaler.engine import (
     FAILED_BUG,
-    FAILED_DEPLOYMENT_READ,
     FAILED_SOURCE_READ,
+    FAILED_TARGET_READ,
     FAILED_WRITE,
     Engine,
     Outcome,
@@ -65,22 +74,25 @@ class FakeDeployment:
 
 
 class FakeScaler:
-    """Deployments by "namespace/name"; an entry in `errors` makes that call raise."""
+    """Targets by "namespace/name"; an entry in `errors` makes that call raise."""
 
     def __init__(self, **deployments: FakeDeployment) -> None:
         self.deployments = {f"shop/{name}": d for name, d in deployments.items()}
         self.read_errors: dict[str, Exception] = {}
         self.write_errors: dict[str, Exception] = {}
         self.writes: list[tuple[str, int]] = []
+        self.refs: list[ScaleTargetRef] = []
 
-    def read(self, namespace: str, name: str) -> FakeDeployment:
-        key = f"{namespace}/{name}"
+    def read(self, namespace: str, ref: ScaleTargetRef) -> FakeDeployment:
+        self.refs.append(ref)
+        key = f"{namespace}/{ref.name}"
         if key in self.read_errors:
             raise self.read_errors[key]
         return self.deployments[key]
 
-    def set_replicas(self, namespace: str, name: str, replicas: int) -> None:
-        key = f"{namespace}/{name}"
+    def set_replicas(self, namespace: str, ref: ScaleTargetRef, replicas: int) -> None:
+        self.refs.append(ref)
+        key = f"{namespace}/{ref.name}"
         if key in self.write_errors:
             raise self.write_errors[key]
         self.writes.append((key, replicas))
@@ -125,11 +137,12 @@ def make_rule(
     deployment: str = "orders",
     behavior: Behavior | None = None,
     min_replicas: int = 0,
+    kind: str = "Deployment",
 ) -> Rule:
     return Rule(
         name,
         "shop",
-        deployment,
+        ScaleTargetRef(deployment, kind),
         (azure_queue_trigger(queue, queue_length=5.0),),
         min_replicas=min_replicas,
         max_replicas=20,
@@ -167,9 +180,9 @@ def test_failure_is_local_to_each_rule(caplog: pytest.LogCaptureFixture) -> None
         failing = engine.evaluate(make_rule("failing", "failing", "failing"))
         fine = engine.evaluate(make_rule("fine", "fine", "fine"))
     assert (broken.error_kind, broken.decision, broken.readings) == (
-        FAILED_DEPLOYMENT_READ, None, ()
+        FAILED_TARGET_READ, None, ()
     )  # fmt: skip
-    assert broken.error == "cannot read the Deployment: NotFound"
+    assert broken.error == "cannot read the target Deployment: NotFound"
     assert "broken" not in source.calls  # no queue read for a Deployment we cannot scale
     assert failing.error_kind == FAILED_SOURCE_READ
     assert failing.error == "source read failed: failing: queue gone"
@@ -179,7 +192,8 @@ def test_failure_is_local_to_each_rule(caplog: pytest.LogCaptureFixture) -> None
     assert (fine.failed, fine.wrote) == (False, True)
     assert scaler.writes == [("shop/fine", 4)]
     assert [r.getMessage() for r in caplog.records] == [
-        "shop/broken: rule broken: cannot read the Deployment: NotFound (failing for 1 tick)",
+        "shop/broken: rule broken: cannot read the target Deployment: NotFound "
+        "(failing for 1 tick)",
         "shop/failing: rule failing: source read failed: failing: queue gone (failing for 1 tick)",
     ]
 
@@ -391,3 +405,31 @@ def test_a_rule_that_targets_another_deployment_starts_afresh() -> None:
     moved = engine.evaluate(make_rule(deployment="second"))
     assert (moved.wrote, moved.cooldown_left) == (False, 300.0)
     assert scaler.writes == []
+
+
+def test_a_rule_that_targets_another_kind_of_the_same_name_starts_afresh() -> None:
+    scaler = FakeScaler(orders=FakeDeployment(1))
+    clock = Clock()
+    engine = Engine(FakeSource(orders=0), scaler, clock=clock)
+    engine.evaluate(make_rule())
+    clock.now += 300
+    moved = engine.evaluate(make_rule(kind="StatefulSet"))
+    assert (moved.wrote, moved.cooldown_left) == (False, 300.0)
+    assert scaler.writes == []
+
+
+def test_the_target_is_read_and_written_by_its_reference() -> None:
+    ref = ScaleTargetRef("orders", "Worker", "example.com/v1")
+    scaler = FakeScaler(orders=FakeDeployment(0))
+    rule = replace(make_rule(), scale_target=ref)
+    outcome = Engine(FakeSource(orders=12), scaler, clock=Clock()).evaluate(rule)
+    assert outcome.wrote and scaler.writes == [("shop/orders", 3)]
+    assert scaler.refs == [ref, ref]  # one read, one write, both with kind and apiVersion
+    assert rule.target == "shop/Worker/orders"
+
+    scaler.read_errors["shop/orders"] = RuntimeError("kind Worker (example.com/v1) is not served")
+    failed = Engine(FakeSource(orders=12), scaler, clock=Clock()).evaluate(rule)
+    assert (
+        failed.error == "cannot read the target Worker: kind Worker (example.com/v1) is not served"
+    )
+    assert failed.error_kind == FAILED_TARGET_READ == "target-read"

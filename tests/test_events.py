@@ -2,7 +2,8 @@
 
 Scenarios covered:
 - SuccessfulRescale (Normal) on every write, never rate limited, with the new size, step and
-  reason; attached to the rule's Deployment (namespace, name, uid)
+  reason; attached to the rule's target (namespace, its ScaleTargetRef with kind and apiVersion,
+  uid), a StatefulSet's or a custom resource's as a Deployment's
 - FailedRescale (Warning) when a write fails
 - FailedGetTriggerValue (Warning) while a queue cannot be read, FallbackActive (Warning) while the
   fallback runs
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from eventscaler.config import Rule
+from eventscaler.config import Rule, ScaleTargetRef
 from eventscaler.engine import (
-    FAILED_DEPLOYMENT_READ,
     FAILED_SOURCE_READ,
+    FAILED_TARGET_READ,
     FAILED_WRITE,
     Outcome,
 )
@@ -51,24 +52,32 @@ class Clock:
 
 @dataclass
 class Sink:
-    """Records each event as (namespace, name, uid, kind, reason, message)."""
+    """Records each event as (namespace, name, uid, type, reason, message), and its target."""
 
     sent: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
+    targets: list[ScaleTargetRef] = field(default_factory=list)
     error: Exception | None = None
 
     def record(
-        self, namespace: str, name: str, uid: str, kind: str, reason: str, message: str
+        self,
+        namespace: str,
+        ref: ScaleTargetRef,
+        uid: str,
+        event_type: str,
+        reason: str,
+        message: str,
     ) -> None:
         if self.error is not None:
             raise self.error
-        self.sent.append((namespace, name, uid, kind, reason, message))
+        self.targets.append(ref)
+        self.sent.append((namespace, ref.name, uid, event_type, reason, message))
 
     def reasons(self) -> list[str]:
         return [event[4] for event in self.sent]
 
 
 def make_rule(name: str = "orders") -> Rule:
-    return Rule(name, "shop", f"{name}-worker", (azure_queue_trigger("orders"),))
+    return Rule(name, "shop", ScaleTargetRef(f"{name}-worker"), (azure_queue_trigger("orders"),))
 
 
 def decision(current: int, target: int, step: str = STEP_UP, reason: str = "why") -> Decision:
@@ -91,7 +100,7 @@ def queue_failure(rule: Rule, **changes: object) -> Outcome:
         "readings": (Reading("orders", None, "boom", "Timeout"),),
         "current": 2,
         "decision": decision(2, 2, "failed-readings"),
-        "error": "queue read failed: orders: boom",
+        "error": "source read failed: orders: boom",
         "error_kind": FAILED_SOURCE_READ,
         "uid": "uid-1",
     }
@@ -153,7 +162,7 @@ def test_a_failed_queue_read_warns_once_per_repeat_after() -> None:
     events.observe(queue_failure(rule))
     assert sink.sent == [
         ("shop", "orders-worker", "uid-1", WARNING, "FailedGetTriggerValue",
-         "queue read failed: orders: boom"),
+         "source read failed: orders: boom"),
     ]  # fmt: skip
     for _ in range(10):  # a rule failing every tick
         clock.now += REPEAT / 20
@@ -220,8 +229,8 @@ def test_no_uid_or_dry_run_sends_nothing_and_keeps_the_limit_unused(
 def test_a_deployment_that_cannot_be_read_sends_nothing() -> None:
     sink = Sink()
     rule = make_rule()
-    outcome = Outcome(rule, error="cannot read the Deployment: NotFound",
-                      error_kind=FAILED_DEPLOYMENT_READ)  # fmt: skip
+    outcome = Outcome(rule, error="cannot read the target Deployment: NotFound",
+                      error_kind=FAILED_TARGET_READ)  # fmt: skip
     reporter(sink, Clock()).observe(outcome)
     assert sink.sent == []
 
@@ -234,3 +243,12 @@ def test_a_sink_that_raises_is_logged_not_raised(caplog: pytest.LogCaptureFixtur
     assert [r.getMessage() for r in caplog.records] == [
         "shop/orders-worker: cannot record event SuccessfulRescale: API server unreachable"
     ]
+
+
+def test_an_event_is_attached_to_the_target_of_any_kind() -> None:
+    sink = Sink()
+    ref = ScaleTargetRef("db", "StatefulSet")
+    rule = Rule("db", "shop", ref, (azure_queue_trigger("orders"),))
+    reporter(sink, Clock()).observe(scaled(rule))
+    assert sink.targets == [ref]
+    assert sink.sent[0][:3] == ("shop", "db", "uid-1")

@@ -204,7 +204,7 @@ class Window:
         log = self.log()
         decisions = len(re.findall(rf": rule {name}: \d+ -> \d+ \[", log))
         again = len(re.findall(rf": rule {name}: write conflicted", log))
-        unread = len(re.findall(rf": rule {name}: cannot read the Deployment", log))
+        unread = len(re.findall(rf": rule {name}: cannot read the target Deployment", log))
         return decisions - again + unread
 
     def failing_ticks(self) -> int:
@@ -531,7 +531,9 @@ def test_deployment_deleted_and_recreated_while_its_rule_is_active(
         assert gone_writes == [], "a write to a Deployment that is not there"
         assert wrong == []
         log = window.log()
-        assert re.search(rf"rule {re.escape(gone)}: cannot read the Deployment: .*not found", log)
+        assert re.search(
+            rf"rule {re.escape(gone)}: cannot read the target Deployment: .*not found", log
+        )
         assert not re.search(rf": rule {re.escape(other)}: .*failing for", log), "other rule failed"
         assert other_window.ticks() >= window.ticks() - 1  # it kept its pace meanwhile
         assert scale_patches(api, other, window.started) == [6]

@@ -25,7 +25,13 @@ import pytest
 
 from eventscaler import keda_model
 from eventscaler.compare import DEFAULT_RULE
-from eventscaler.config import Behavior, Rule, ScalingPolicy, ScalingRules
+from eventscaler.config import (
+    Behavior,
+    Rule,
+    ScaleTargetRef,
+    ScalingPolicy,
+    ScalingRules,
+)
 from eventscaler.keda_model import (
     HPA_DEFAULT_SCALE_DOWN,
     HPA_DEFAULT_SCALE_UP,
@@ -204,7 +210,7 @@ def test_settings_carry_a_rules_behavior_with_hpa_default_policies() -> None:
     rule = Rule(
         "r",
         "default",
-        "d",
+        ScaleTargetRef("d"),
         (QUEUE,),
         min_replicas=1,
         polling_interval=15.0,

@@ -19,6 +19,17 @@ Scenarios:
 - Leases (create/replace/stale 409/patch/delete), Events in both API groups sharing one
   storage (and the stricter events.k8s.io name rule), ConfigMaps, Namespaces (404 for objects in
   a missing namespace, cascading delete, system namespaces undeletable).
+- StatefulSets and custom resources, against the facts of a real v1.28 apiserver (TESTING.md):
+  a 0-replica StatefulSet's Scale is `"spec":{}` with `status.selector`; a CRD with
+  `subresources.scale` serves its kind's Scale through specReplicasPath, statusReplicasPath and
+  labelSelectorPath (`"spec":{}`, `"status":{"replicas":0}`, no `selector` until the resource has
+  one), a merge patch of it writes `.spec.replicas` and bumps the generation; the scale path of a
+  CRD without the subresource is 404 `plains.example.com "p1" not found` although the object
+  exists; discovery (`/api/v1`, `/apis/apps/v1`, `/apis/G/V`) lists `PLURAL/scale` as its own
+  autoscaling/v1 Scale entry; CRDs are validated, Established at once, and take their custom
+  resources along when deleted; the official client's CustomObjectsApi reads and patches a Scale.
+- Discovery is open to every authenticated user (system:discovery), whatever the roles; RBAC
+  covers custom resources and their `scale` subresource like built-in ones.
 - RBAC from a manifest directory: allowed and denied requests with the apiserver's exact
   message, resourceNames, wildcards, kustomization namespace, and which rule allowed each request.
 - Fault injection: 500, 429 with Retry-After, added latency, dropped connections, `count`.
@@ -46,9 +57,11 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.kubeapi import KubeApiServer
+from tests.support.kubeapi_crd import crd_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SA_USER = "system:serviceaccount:eventscaler:eventscaler"
+MERGE = "application/merge-patch+json"
 
 
 @pytest.fixture
@@ -244,6 +257,197 @@ def test_unknown_and_apply_patch_content_types(api: KubeApiServer) -> None:
         "application/apply-patch+yaml",
     )
     assert code == 200 and body["data"] == {"a": "2"}
+
+
+# --- StatefulSets, custom resources, discovery -------------------------------------------------
+
+WORKERS = "/apis/example.com/v1/namespaces/default/workers"
+PLAINS = "/apis/example.com/v1/namespaces/default/plains"
+
+
+@pytest.fixture
+def crds(api: KubeApiServer) -> KubeApiServer:
+    """Worker (with the scale and status subresources) and Plain (without) in example.com."""
+    api.create_crd("example.com", "Worker")
+    api.create_crd("example.com", "Plain", scale=False, status=False)
+    api.create_custom_object("workers", "default", "w1", {"replicas": 0})
+    api.create_custom_object("plains", "default", "p1", {"replicas": 0})
+    return api
+
+
+def test_scale_of_a_zero_replica_statefulset_is_an_empty_spec_with_a_selector(
+    api: KubeApiServer,
+) -> None:
+    api.create_statefulset("default", "s1", replicas=0)
+    code, scale, _ = raw_request(
+        api, "GET", "/apis/apps/v1/namespaces/default/statefulsets/s1/scale"
+    )
+    assert code == 200 and (scale["kind"], scale["apiVersion"]) == ("Scale", "autoscaling/v1")
+    assert scale["spec"] == {} and scale["status"] == {"replicas": 0, "selector": "app=s1"}
+
+
+def test_custom_resource_scale_follows_the_crd_paths(crds: KubeApiServer) -> None:
+    api = crds
+    code, scale, _ = raw_request(api, "GET", f"{WORKERS}/w1/scale")
+    assert code == 200 and (scale["kind"], scale["apiVersion"]) == ("Scale", "autoscaling/v1")
+    assert set(scale["metadata"]) == {
+        "name", "namespace", "uid", "resourceVersion", "creationTimestamp"
+    }  # fmt: skip
+    assert scale["spec"] == {} and scale["status"] == {"replicas": 0}  # no selector key yet
+
+    code, patched, _ = raw_request(api, "PATCH", f"{WORKERS}/w1/scale",
+                                   {"spec": {"replicas": 3}}, MERGE)  # fmt: skip
+    assert code == 200 and patched["spec"] == {"replicas": 3}
+    worker = stored(api, "workers", "default", "w1")
+    assert worker["spec"]["replicas"] == 3 and worker["metadata"]["generation"] == 2
+    assert patched["metadata"]["resourceVersion"] == worker["metadata"]["resourceVersion"]
+
+    # Its operator reports status through the status subresource; the Scale shows it.
+    status = {"status": {"replicas": 3, "selector": "app=w1"}}
+    assert raw_request(api, "PATCH", f"{WORKERS}/w1/status", status, MERGE)[0] == 200
+    assert raw_request(api, "GET", f"{WORKERS}/w1/scale")[1]["status"] == status["status"]
+    assert stored(api, "workers", "default", "w1")["metadata"]["generation"] == 2  # status only
+    # The main resource cannot write status when the CRD has the status subresource.
+    raw_request(api, "PATCH", f"{WORKERS}/w1", {"status": {"replicas": 9}}, MERGE)
+    assert stored(api, "workers", "default", "w1")["status"]["replicas"] == 3
+
+    code, invalid, _ = raw_request(api, "PATCH", f"{WORKERS}/w1/scale",
+                                   {"spec": {"replicas": -1}}, MERGE)  # fmt: skip
+    assert code == 422 and invalid["reason"] == "Invalid"
+
+
+def test_the_scale_path_of_a_crd_without_scale_is_not_found_though_the_object_exists(
+    crds: KubeApiServer,
+) -> None:
+    api = crds
+    assert raw_request(api, "GET", f"{PLAINS}/p1")[0] == 200
+    for method, body in (("GET", None), ("PATCH", {"spec": {"replicas": 2}})):
+        code, status, _ = raw_request(api, method, f"{PLAINS}/p1/scale", body, MERGE)
+        assert code == 404
+        assert (status["reason"], status["message"]) == (
+            "NotFound",
+            'plains.example.com "p1" not found',
+        )
+        assert status["details"] == {"name": "p1", "group": "example.com", "kind": "plains"}
+    assert stored(api, "plains", "default", "p1")["spec"]["replicas"] == 0
+
+
+def test_discovery_lists_the_scale_subresource_as_its_own_entry(crds: KubeApiServer) -> None:
+    api = crds
+    code, document, _ = raw_request(api, "GET", "/apis/example.com/v1")
+    assert code == 200
+    assert (document["kind"], document["groupVersion"]) == ("APIResourceList", "example.com/v1")
+    entries = {e["name"]: e for e in document["resources"]}
+    assert entries["workers"]["kind"] == "Worker" and entries["workers"]["namespaced"] is True
+    assert {k: entries["workers/scale"][k] for k in ("group", "version", "kind", "verbs")} == {
+        "group": "autoscaling", "version": "v1", "kind": "Scale",
+        "verbs": ["get", "patch", "update"],
+    }  # fmt: skip
+    assert "plains" in entries and "plains/scale" not in entries
+    groups = raw_request(api, "GET", "/apis")[1]["groups"]
+    version = {"groupVersion": "example.com/v1", "version": "v1"}
+    assert {"name": "example.com", "versions": [version], "preferredVersion": version} in groups
+    apps = {e["name"] for e in raw_request(api, "GET", "/apis/apps/v1")[1]["resources"]}
+    assert {"deployments", "deployments/scale", "statefulsets", "statefulsets/scale"} <= apps
+    core = {e["name"]: e for e in raw_request(api, "GET", "/api/v1")[1]["resources"]}
+    assert core["configmaps"]["kind"] == "ConfigMap" and "configmaps/scale" not in core
+    assert raw_request(api, "GET", "/apis/nothing.example.com/v1")[0] == 404
+
+
+def test_the_official_client_reads_and_patches_a_custom_resource_scale(
+    crds: KubeApiServer, kube: client.ApiClient
+) -> None:
+    custom = client.CustomObjectsApi(kube)
+    scale = custom.get_namespaced_custom_object_scale(
+        "example.com", "v1", "default", "workers", "w1"
+    )
+    assert scale["spec"] == {}
+    custom.patch_namespaced_custom_object_scale(
+        "example.com", "v1", "default", "workers", "w1", {"spec": {"replicas": 4}}
+    )
+    assert stored(crds, "workers", "default", "w1")["spec"]["replicas"] == 4
+
+
+def test_crds_are_validated_established_and_take_their_resources_along(
+    api: KubeApiServer, kube: client.ApiClient
+) -> None:
+    extensions = client.ApiextensionsV1Api(kube)
+    crd = crd_manifest("example.com", "Worker")
+    crd["metadata"]["name"] = "workers.other.com"
+    with pytest.raises(ApiException) as misnamed:
+        extensions.create_custom_resource_definition(crd)
+    assert misnamed.value.status == 422
+    assert (
+        'metadata.name: Invalid value: "workers.other.com": '
+        'must be spec.names.plural+"."+spec.group' in status_of(misnamed.value)["message"]
+    )
+    crd = crd_manifest("example.com", "Worker")
+    crd["spec"]["versions"][0]["subresources"]["scale"]["specReplicasPath"] = ".replicas"
+    with pytest.raises(ApiException) as bad_path:
+        extensions.create_custom_resource_definition(crd)
+    assert (
+        'specReplicasPath: Invalid value: ".replicas": should be a json path under .spec'
+        in status_of(bad_path.value)["message"]
+    )
+
+    created = extensions.create_custom_resource_definition(crd_manifest("example.com", "Worker"))
+    conditions = {c.type: c.status for c in created.status.conditions}
+    assert conditions["Established"] == "True"
+    api.create_custom_object("workers", "default", "w1", {"replicas": 1})
+    extensions.delete_custom_resource_definition("workers.example.com")
+    assert api.get_object("customresourcedefinitions", "", "workers.example.com") is None
+    assert raw_request(api, "GET", f"{WORKERS}/w1")[0] == 404
+    assert raw_request(api, "GET", "/apis/example.com/v1")[0] == 404
+    # Created again, it starts empty.
+    api.create_crd("example.com", "Worker")
+    assert raw_request(api, "GET", f"{WORKERS}/w1")[1]["reason"] == "NotFound"
+
+
+def test_discovery_is_open_to_any_authenticated_user_and_rbac_covers_custom_scale(
+    tmp_path: Path,
+) -> None:
+    rbac_dir = tmp_path / "rbac"
+    rbac_dir.mkdir()
+    (rbac_dir / "rbac.yaml").write_text(CUSTOM_SCALE_RBAC)
+    with KubeApiServer(rbac_dir=rbac_dir, controller_delay=None) as server:
+        server.create_crd("example.com", "Worker")
+        server.create_custom_object("workers", "default", "w1", {"replicas": 0})
+        nobody = server.add_service_account("eventscaler", "nobody")  # no role at all
+        for path in ("/api", "/api/v1", "/apis", "/apis/apps/v1", "/apis/example.com/v1"):
+            assert raw_request(server, "GET", path, token=nobody)[0] == 200, path
+            assert raw_request(server, "GET", path, token=None)[0] == 401, path
+        assert raw_request(server, "GET", f"{WORKERS}/w1/scale", token=nobody)[0] == 403
+
+        token = server.add_service_account("eventscaler", "eventscaler")
+        scale = raw_request(server, "PATCH", f"{WORKERS}/w1/scale", {"spec": {"replicas": 2}},
+                            MERGE, token=token)  # fmt: skip
+        assert scale[0] == 200
+        code, denied, _ = raw_request(server, "PATCH", f"{WORKERS}/w1", {"spec": {"replicas": 3}},
+                                      MERGE, token=token)  # fmt: skip
+        assert code == 403 and denied["message"] == (
+            f'workers.example.com "w1" is forbidden: User "{SA_USER}" cannot patch resource '
+            '"workers" in API group "example.com" in the namespace "default"'
+        )
+        assert raw_request(server, "GET", f"{WORKERS}/w1", token=token)[0] == 200
+        granted = {tuple(r["rbac_rule"]) for r in server.requests if r["rbac_rule"]}
+        assert granted == {("ClusterRole/custom-scale", 0), ("ClusterRole/custom-scale", 1)}
+
+
+CUSTOM_SCALE_RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: custom-scale}
+rules:
+  - {apiGroups: [example.com], resources: [workers], verbs: [get]}
+  - {apiGroups: [example.com], resources: [workers/scale], verbs: [get, patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: custom-scale}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: custom-scale}
+subjects:
+  - {kind: ServiceAccount, name: eventscaler, namespace: eventscaler}
+"""
 
 
 # --- errors ------------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ Scenarios:
 - env: only known daemon settings, the downward API and the connection strings the rules name;
   values are strings; the Secret name and key agree with secret.example.yaml and the docs
 - the ConfigMap is mounted as a directory (no subPath) at the directory of AUTOSCALER_CONFIG
-- RBAC: no wildcard anywhere; exactly get on deployments, patch on deployments/scale, create
-  on events and get/update (one Lease by
+- RBAC: no wildcard anywhere; exactly get on deployments and statefulsets, patch on their scale
+  subresources, create on events and get/update (one Lease by
   name) + create (no resourceNames) on leases; bindings point at roles and a service account that
   exist; the Lease name matches AUTOSCALER_LEASE_NAME
 - the namespaced component: deletes exactly the cluster-scoped RBAC, keeps the same rule, and its
@@ -121,7 +121,9 @@ KUSTOMIZE_KINDS = {
 # Every Kubernetes call the daemon makes, as (apiGroup, resource) -> verbs. Nothing else.
 EXPECTED_RBAC = {
     ("apps", "deployments"): {"get"},
+    ("apps", "statefulsets"): {"get"},
     ("apps", "deployments/scale"): {"patch"},
+    ("apps", "statefulsets/scale"): {"patch"},
     ("", "events"): {"create"},
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
@@ -404,7 +406,7 @@ def test_the_generated_rules_file_is_valid() -> None:
     assert [rule.name for rule in result.rules] == ["hello-keda"]
     (rule,) = result.rules
     example = example_deployment()
-    assert (rule.namespace, rule.deployment) == ("default", example["metadata"]["name"])
+    assert (rule.namespace, rule.scale_target.name) == ("default", example["metadata"]["name"])
     assert rule.triggers[0].settings.queue_name == env_value(the_container(example), "QUEUE_NAME")
 
 
@@ -659,11 +661,10 @@ def test_scale_rules_are_the_same_in_both_shapes() -> None:
         if obj.kind in ("ClusterRole", "Role") and obj.body["metadata"]["name"] == "eventscaler":
             by_kind.setdefault(obj.kind, []).extend(obj.body["rules"])
     assert set(by_kind) == {"ClusterRole", "Role"}
-    # The same grants, any Deployment in scope: get it, patch only its scale subresource.
+    # The same grants, any target in scope: get it, patch only its scale subresource.
     assert by_kind["ClusterRole"] == by_kind["Role"]
-    assert {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]} in (
-        by_kind["Role"]
-    )
+    scale = ["deployments/scale", "statefulsets/scale"]
+    assert {"apiGroups": ["apps"], "resources": scale, "verbs": ["patch"]} in by_kind["Role"]
 
 
 def test_lease_rules_name_the_lease_except_create() -> None:

@@ -9,6 +9,8 @@ Scenarios covered:
 - rules_changed counts the rules in force and removes every gauge series of a gone rule (its
   queue lengths included) while other rules keep theirs; removing a rule never seen is harmless
 - reload_failed counts, leadership sets 1 or 0
+- the rule labels name the target's kind and name (target_kind, target): a StatefulSet and a
+  Deployment of the same name are two series; no `deployment` label any more
 - the exposition carries no queue URL, account or connection string
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from eventscaler.config import Rule
+from eventscaler.config import Rule, ScaleTargetRef
 from eventscaler.engine import FAILED_SOURCE_READ, FAILED_WRITE, Outcome
 from eventscaler.metrics import Metrics
 from eventscaler.policy import (
@@ -33,11 +35,13 @@ from eventscaler.sources.azure_queue import azure_queue_trigger
 
 
 def make_rule(name: str = "orders") -> Rule:
-    return Rule(name, "shop", f"{name}-worker", (azure_queue_trigger("orders"),))
+    return Rule(name, "shop", ScaleTargetRef(f"{name}-worker"), (azure_queue_trigger("orders"),))
 
 
 def labels(rule: Rule, **extra: str) -> dict[str, str]:
-    return {"rule": rule.name, "namespace": rule.namespace, "deployment": rule.deployment, **extra}
+    ref = rule.scale_target
+    return {"rule": rule.name, "namespace": rule.namespace, "target_kind": ref.kind,
+            "target": ref.name, **extra}  # fmt: skip
 
 
 def decision(current: int, target: int, step: str = STEP_UP, active: bool = True) -> Decision:
@@ -142,11 +146,13 @@ def test_failed_reads_and_rule_errors_are_counted_by_kind(metrics: Metrics) -> N
 
 def test_an_outcome_without_a_decision_sets_no_decision_gauges(metrics: Metrics) -> None:
     rule = make_rule()
-    metrics.observe(Outcome(rule, error="cannot read the Deployment", error_kind="deployment-read"))
+    metrics.observe(
+        Outcome(rule, error="cannot read the target Deployment", error_kind="target-read")
+    )
     at = labels(rule)
     assert value(metrics, "eventscaler_desired_replicas", **at) is None
     assert value(metrics, "eventscaler_current_replicas", **at) is None
-    assert value(metrics, "eventscaler_rule_errors_total", **at, kind="deployment-read") == 1
+    assert value(metrics, "eventscaler_rule_errors_total", **at, kind="target-read") == 1
 
 
 def test_rules_changed_removes_the_series_of_gone_rules_only(metrics: Metrics) -> None:
@@ -160,7 +166,7 @@ def test_rules_changed_removes_the_series_of_gone_rules_only(metrics: Metrics) -
                 decision=decision(1, 1, STEP_AT_TARGET),
             )
         )
-    metrics.rules_changed({"returns"}, {("orders", "shop", "orders-worker")})
+    metrics.rules_changed({"returns"}, {("orders", "shop", "Deployment", "orders-worker")})
     assert value(metrics, "eventscaler_rules_loaded") == 1
     gauges = [
         "eventscaler_desired_replicas",
@@ -185,15 +191,15 @@ def test_rules_changed_removes_the_series_of_gone_rules_only(metrics: Metrics) -
 def test_a_rule_that_comes_back_gets_its_series_again(metrics: Metrics) -> None:
     rule = make_rule()
     metrics.observe(Outcome(rule, readings=(Reading("a", 1),), current=1))
-    metrics.rules_changed(set(), {("orders", "shop", "orders-worker")})
+    metrics.rules_changed(set(), {("orders", "shop", "Deployment", "orders-worker")})
     metrics.observe(Outcome(rule, readings=(Reading("a", 5),), current=2))
     assert value(metrics, "eventscaler_queue_length_messages", **labels(rule), trigger="a") == 5
-    metrics.rules_changed(set(), {("orders", "shop", "orders-worker")})
+    metrics.rules_changed(set(), {("orders", "shop", "Deployment", "orders-worker")})
     assert value(metrics, "eventscaler_queue_length_messages", **labels(rule), trigger="a") is None
 
 
 def test_removing_a_rule_never_observed_is_harmless(metrics: Metrics) -> None:
-    metrics.rules_changed({"a", "b", "c"}, {("never", "seen", "before")})
+    metrics.rules_changed({"a", "b", "c"}, {("never", "seen", "Deployment", "before")})
     assert value(metrics, "eventscaler_rules_loaded") == 3
 
 
@@ -212,7 +218,7 @@ def test_no_queue_url_account_or_secret_in_the_exposition(metrics: Metrics) -> N
     rule = Rule(
         "orders",
         "shop",
-        "worker",
+        ScaleTargetRef("worker"),
         (azure_queue_trigger("orders", account_name="secretacct", connection_from_env=""),),
     )
     metrics.observe(Outcome(rule, readings=(Reading("orders", 3),), current=1))
@@ -220,3 +226,21 @@ def test_no_queue_url_account_or_secret_in_the_exposition(metrics: Metrics) -> N
     assert "eventscaler_queue_length_messages{" in text
     for leak in ("secretacct", "queue.core.windows.net", "AccountKey", "http"):
         assert leak not in text
+
+
+def test_the_labels_name_the_targets_kind_and_name(metrics: Metrics) -> None:
+    deployment = make_rule("web")
+    statefulset = Rule("db", "shop", ScaleTargetRef("web-worker", "StatefulSet"),
+                       (azure_queue_trigger("orders"),))  # fmt: skip
+    for rule, current in ((deployment, 2), (statefulset, 5)):
+        metrics.observe(Outcome(rule, current=current))
+    at = {"namespace": "shop", "target": "web-worker"}
+    assert value(metrics, "eventscaler_current_replicas", rule="web", target_kind="Deployment",
+                 **at) == 2  # fmt: skip
+    assert value(metrics, "eventscaler_current_replicas", rule="db", target_kind="StatefulSet",
+                 **at) == 5  # fmt: skip
+    text = metrics.exposition().decode()
+    assert 'target_kind="StatefulSet"' in text and "deployment=" not in text
+    metrics.rules_changed({"web"}, {("db", "shop", "StatefulSet", "web-worker")})
+    assert value(metrics, "eventscaler_current_replicas", **labels(statefulset)) is None
+    assert value(metrics, "eventscaler_current_replicas", **labels(deployment)) == 2

@@ -64,7 +64,8 @@ def test_metrics_and_events_after_a_flood(
         wait_for(lambda: cluster.replicas(unique) == 20, 10, what="0 -> 20")
         time.sleep(3 * POLL)
         text = http_get(proc, "/metrics")
-        labels = {"rule": unique, "namespace": cluster.namespace, "deployment": unique}
+        labels = {"rule": unique, "namespace": cluster.namespace, "target_kind": "Deployment",
+                  "target": unique}  # fmt: skip
         assert metric(text, "eventscaler_queue_length_messages", **labels, trigger=unique) == 100
         assert metric(text, "eventscaler_desired_replicas", **labels) == 20
         assert metric(text, "eventscaler_current_replicas", **labels) == 20
@@ -179,8 +180,8 @@ def test_status_from_the_daemon_and_from_a_dry_run(
         assert proc.stop() == 0
     assert shown.returncode == 0, shown.stderr
     header, line = shown.stdout.splitlines()[:2]
-    assert header.split()[:4] == ["RULE", "TARGET", "CURRENT", "DESIRED"]
-    assert line.split()[:6] == [unique, f"{cluster.namespace}/{unique}", "7", "7",
+    assert header.split()[:5] == ["RULE", "KIND", "TARGET", "CURRENT", "DESIRED"]
+    assert line.split()[:7] == [unique, "Deployment", f"{cluster.namespace}/{unique}", "7", "7",
                                 f"{unique}=35", "yes"]  # fmt: skip
     assert "0->7" in line and "from the daemon at" in shown.stdout
     assert "backlog needs 7" in shown.stdout  # the reason, in full, under the table

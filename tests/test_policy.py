@@ -30,6 +30,7 @@ import pytest
 from eventscaler.config import (
     Behavior,
     Rule,
+    ScaleTargetRef,
     ScalingPolicy,
     ScalingRules,
 )
@@ -57,7 +58,7 @@ def make_rule(
     return Rule(
         name="orders",
         namespace="default",
-        deployment="orders-worker",
+        scale_target=ScaleTargetRef("orders-worker"),
         triggers=triggers,
         min_replicas=min_replicas,
         max_replicas=max_replicas,

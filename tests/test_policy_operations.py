@@ -26,6 +26,7 @@ from eventscaler.config import (
     Behavior,
     Fallback,
     Rule,
+    ScaleTargetRef,
     ScalingPolicy,
     ScalingRules,
 )
@@ -59,7 +60,7 @@ def make_rule(
     return Rule(
         name="orders",
         namespace="shop",
-        deployment="worker",
+        scale_target=ScaleTargetRef("worker"),
         triggers=tuple(azure_queue_trigger(q, queue_length=5.0) for q in queues),
         min_replicas=min_replicas,
         max_replicas=max_replicas,

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from eventscaler import retry
-from eventscaler.kube import ClusterAccess, DeploymentScaler, KubeError, build_api_client
+from eventscaler.config import ScaleTargetRef
+from eventscaler.kube import ClusterAccess, KubeError, ScaleTargetClient, build_api_client
 from tests.support.kubeapi import KubeApiServer
 
 
@@ -84,6 +85,8 @@ def test_retry_after_is_honoured_within_the_budget() -> None:
 
 # --- the Kubernetes adapter against the test server ------------------------------------------
 
+WEB = ScaleTargetRef("web")
+
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeApiServer, Path]]:
@@ -93,10 +96,10 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeApiServ
 
 
 @pytest.fixture
-def scaler(kube: tuple[KubeApiServer, Path]) -> Iterator[DeploymentScaler]:
+def scaler(kube: tuple[KubeApiServer, Path]) -> Iterator[ScaleTargetClient]:
     server, kubeconfig = kube
     api = build_api_client(ClusterAccess(str(kubeconfig)))
-    yield DeploymentScaler(api, timeout_seconds=2)
+    yield ScaleTargetClient(api, timeout_seconds=2)
     server.clear_faults()
     api.close()
 
@@ -106,52 +109,52 @@ def requests_to(server: KubeApiServer, path_end: str) -> int:
 
 
 def test_server_errors_and_dropped_connections_are_retried(
-    kube: tuple[KubeApiServer, Path], scaler: DeploymentScaler
+    kube: tuple[KubeApiServer, Path], scaler: ScaleTargetClient
 ) -> None:
     server, _ = kube
     server.clear_requests()
     server.inject_fault(r"/deployments/web$", status=500, count=1)
     server.inject_fault(r"/deployments/web$", status=None, drop=True, count=1)
-    assert scaler.read("default", "web").replicas == 3
+    assert scaler.read("default", WEB).replicas == 3
     assert requests_to(server, "/deployments/web") == 3
 
 
 def test_429_waits_its_retry_after(
-    kube: tuple[KubeApiServer, Path], scaler: DeploymentScaler
+    kube: tuple[KubeApiServer, Path], scaler: ScaleTargetClient
 ) -> None:
     server, _ = kube
     server.inject_fault(r"/deployments/web/scale$", method="PATCH", status=429, retry_after=1,
                         count=1)  # fmt: skip
     started = time.monotonic()
-    scaler.set_replicas("default", "web", 4)
+    scaler.set_replicas("default", WEB, 4)
     assert time.monotonic() - started >= 1.0
     assert server.get_deployment("default", "web")["spec"]["replicas"] == 4
 
 
 def test_not_found_and_forbidden_are_not_retried(
-    kube: tuple[KubeApiServer, Path], scaler: DeploymentScaler
+    kube: tuple[KubeApiServer, Path], scaler: ScaleTargetClient
 ) -> None:
     server, _ = kube
     server.clear_requests()
     with pytest.raises(KubeError) as missing:
-        scaler.read("default", "nope")
+        scaler.read("default", ScaleTargetRef("nope"))
     assert missing.value.reason == "NotFound"
     server.inject_fault(r"/deployments/web$", status=403)
     with pytest.raises(KubeError) as forbidden:
-        scaler.read("default", "web")
+        scaler.read("default", WEB)
     assert forbidden.value.status == 403
     assert requests_to(server, "/deployments/nope") == 1
     assert requests_to(server, "/deployments/web") == 1
 
 
 def test_a_budget_bounds_a_failing_call(
-    kube: tuple[KubeApiServer, Path], scaler: DeploymentScaler
+    kube: tuple[KubeApiServer, Path], scaler: ScaleTargetClient
 ) -> None:
     server, _ = kube
     server.inject_fault(r"/deployments/web$", status=503)
     started = time.monotonic()
     with retry.budget(0.5), pytest.raises(KubeError) as failed:
-        scaler.read("default", "web")
+        scaler.read("default", WEB)
     assert time.monotonic() - started < 1.0
     assert failed.value.status == 503
 
@@ -167,12 +170,12 @@ def test_a_call_timeout_is_cut_to_the_budget_left() -> None:
 
 
 def test_a_slow_server_cannot_stretch_a_call_past_the_budget(
-    kube: tuple[KubeApiServer, Path], scaler: DeploymentScaler
+    kube: tuple[KubeApiServer, Path], scaler: ScaleTargetClient
 ) -> None:
     server, _ = kube
     server.inject_fault(r"/deployments/web$", status=None, delay=3)  # the scaler's timeout is 2 s
     started = time.monotonic()
     with retry.budget(0.5), pytest.raises(KubeError) as failed:
-        scaler.read("default", "web")
+        scaler.read("default", WEB)
     assert time.monotonic() - started < 1.0
     assert failed.value.reason == "Unreachable"

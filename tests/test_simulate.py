@@ -31,7 +31,13 @@ import yaml
 import autoscaler
 from eventscaler import compare
 from eventscaler import simulate as sim
-from eventscaler.config import Behavior, Rule, ScalingPolicy, ScalingRules
+from eventscaler.config import (
+    Behavior,
+    Rule,
+    ScaleTargetRef,
+    ScalingPolicy,
+    ScalingRules,
+)
 from eventscaler.scenarios import (
     SCENARIOS,
     Load,
@@ -60,7 +66,7 @@ def make_rule(**overrides: object) -> Rule:
     values: dict[str, object] = {
         "name": "orders",
         "namespace": "default",
-        "deployment": "orders-worker",
+        "scale_target": ScaleTargetRef("orders-worker"),
         "triggers": (azure_queue_trigger("orders", queue_length=5.0),),
         "max_replicas": 10,
         "polling_interval": 10.0,

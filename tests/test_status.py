@@ -10,14 +10,16 @@ Scenarios covered:
   cooldown in whole seconds, the last scale as "from->to <age> ago" in s, m or h, long errors
   cut to 60 characters, aligned columns without trailing spaces; works on rows read back from JSON
 - render_reasons: the reason, else the error, else "-"
+- the kind: every row names its target (apiVersion, kind, name, namespace) and the table shows a
+  KIND column; a row from a daemon that predates scaleTargetRef shows "-" and its `target`
 """
 
 from __future__ import annotations
 
 import json
 
-from eventscaler.config import Rule
-from eventscaler.engine import FAILED_DEPLOYMENT_READ, FAILED_SOURCE_READ, FAILED_WRITE, Outcome
+from eventscaler.config import Rule, ScaleTargetRef
+from eventscaler.engine import FAILED_SOURCE_READ, FAILED_TARGET_READ, FAILED_WRITE, Outcome
 from eventscaler.policy import (
     STEP_AT_TARGET,
     STEP_COOLDOWN,
@@ -33,7 +35,7 @@ NOW = 1_700_000_000.0
 
 
 def make_rule(name: str = "orders") -> Rule:
-    return Rule(name, "shop", f"{name}-worker", (azure_queue_trigger("orders"),))
+    return Rule(name, "shop", ScaleTargetRef(f"{name}-worker"), (azure_queue_trigger("orders"),))
 
 
 def decision(current: int, target: int, step: str = STEP_UP, reason: str = "why") -> Decision:
@@ -54,6 +56,12 @@ def test_outcome_row_has_what_status_serves() -> None:
     assert outcome_row(outcome) == {
         "rule": "orders",
         "target": "shop/orders-worker",
+        "target_ref": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "orders-worker",
+            "namespace": "shop",
+        },  # fmt: skip
         "current": 8,  # the Deployment has the new count after a successful write
         "desired": 8,
         "triggers": {"orders": 40, "returns": None},
@@ -75,7 +83,7 @@ def test_outcome_row_before_and_without_a_write() -> None:
     assert outcome_row(failed_write)["current"] == 2
     dry = Outcome(rule, current=2, decision=decision(2, 8), dry_run=True)
     assert (outcome_row(dry)["current"], outcome_row(dry)["dry_run"]) == (2, True)
-    unread = outcome_row(Outcome(rule, error="cannot read", error_kind=FAILED_DEPLOYMENT_READ))
+    unread = outcome_row(Outcome(rule, error="cannot read", error_kind=FAILED_TARGET_READ))
     for key in ("current", "desired", "active", "step", "reason"):
         assert unread[key] is None, key
     assert unread["error"] == "cannot read"
@@ -114,8 +122,9 @@ def test_a_reload_removes_gone_and_retargeted_rules_from_the_board() -> None:
     for name in ("kept", "removed", "retargeted"):
         board.observe(Outcome(make_rule(name), current=1, decision=decision(1, 1, STEP_AT_TARGET)))
     # As the daemon calls it: the rules in force, and what is no longer scaled as it was.
-    board.rules_changed({"kept", "retargeted"}, {("removed", "default", "removed"),
-                                                 ("retargeted", "default", "old")})  # fmt: skip
+    gone = {("removed", "default", "Deployment", "removed"),
+            ("retargeted", "default", "Deployment", "old")}  # fmt: skip
+    board.rules_changed({"kept", "retargeted"}, gone)
     assert [row["rule"] for row in board.snapshot()] == ["kept"]
 
 
@@ -132,6 +141,12 @@ def row(**changes: object) -> dict[str, object]:
     base: dict[str, object] = {
         "rule": "orders",
         "target": "shop/orders-worker",
+        "target_ref": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "orders-worker",
+            "namespace": "shop",
+        },  # fmt: skip
         "current": 1,
         "desired": 1,
         "triggers": {"orders": 3},
@@ -155,8 +170,8 @@ def test_render_table_header_and_a_plain_row() -> None:
     table = render_table([row()], now=NOW)
     assert cells(table) == [
         list(COLUMNS),
-        ["orders", "shop/orders-worker", "1", "1", "orders=3", "yes", "-", "-", STEP_AT_TARGET,
-         "-"],
+        ["orders", "Deployment", "shop/orders-worker", "1", "1", "orders=3", "yes", "-", "-",
+         STEP_AT_TARGET, "-"],
     ]  # fmt: skip
 
 
@@ -170,11 +185,11 @@ def test_render_table_unknowns_failed_queues_cooldown_and_last_scale() -> None:
         row(rule="e", last_scale={"at": NOW + 5, "from": 2, "to": 3}),  # a clock a bit ahead
     ]  # fmt: skip
     table = cells(render_table(rows, now=NOW))
-    assert table[1] == ["a", "shop/orders-worker", "-", "-", "-", "-", "-", "-", "-", "-"]
-    assert table[2][4:8] == ["q1=?,q2=0", "no", "42s", "0->5 30s ago"]
-    assert table[3][7] == "5->2 10m ago"
-    assert table[4][7] == "2->0 3h ago"
-    assert table[5][7] == "2->3 0s ago"
+    assert table[1] == ["a", "Deployment", "shop/orders-worker"] + ["-"] * 8
+    assert table[2][5:9] == ["q1=?,q2=0", "no", "42s", "0->5 30s ago"]
+    assert table[3][8] == "5->2 10m ago"
+    assert table[4][8] == "2->0 3h ago"
+    assert table[5][8] == "2->3 0s ago"
 
 
 def test_render_table_cuts_long_errors_and_aligns_columns() -> None:
@@ -198,7 +213,8 @@ def test_render_table_of_rows_read_back_from_json() -> None:
     board.observe(Outcome(make_rule(), readings=(Reading("orders", 12),), current=1,
                           decision=decision(1, 3), wrote=True, finished_at=NOW - 90))  # fmt: skip
     rows = json.loads(board.to_json())["rules"]
-    assert cells(render_table(rows, now=NOW))[1][2:8] == [
+    assert cells(render_table(rows, now=NOW))[1][1:9] == [
+        "Deployment", "shop/orders-worker",
         "3", "3", "orders=12", "yes", "-", "1->3 90s ago"
     ]  # fmt: skip
 
@@ -210,12 +226,12 @@ def test_render_table_with_no_rows_is_the_header() -> None:
 def test_render_reasons_prefers_the_reason_then_the_error() -> None:
     rows = [
         row(rule="a", reason="backlog needs 3; readings orders=12/5"),
-        row(rule="b", reason=None, error="cannot read the Deployment: NotFound"),
+        row(rule="b", reason=None, error="cannot read the target Deployment: NotFound"),
         row(rule="c", reason=None, error=None),
     ]
     assert render_reasons(rows).splitlines() == [
         "a: backlog needs 3; readings orders=12/5",
-        "b: cannot read the Deployment: NotFound",
+        "b: cannot read the target Deployment: NotFound",
         "c: -",
     ]
 
@@ -240,4 +256,18 @@ def test_last_scale_ages_switch_units_at_two_minutes_and_two_hours() -> None:
     ages = {119: "119s", 120: "2m", 5400: "90m", 7199: "119m", 7200: "2h"}
     rows = [row(rule=str(age), last_scale={"at": NOW - age, "from": 1, "to": 2}) for age in ages]
     table = cells(render_table(rows, now=NOW))
-    assert [line[7] for line in table[1:]] == [f"1->2 {shown} ago" for shown in ages.values()]
+    assert [line[8] for line in table[1:]] == [f"1->2 {shown} ago" for shown in ages.values()]
+
+
+def test_the_kind_of_any_target_is_shown() -> None:
+    rule = Rule("db", "shop", ScaleTargetRef("db", "Worker", "example.com/v1"),
+                (azure_queue_trigger("orders"),))  # fmt: skip
+    made = outcome_row(Outcome(rule, current=2, decision=decision(2, 2, STEP_AT_TARGET)))
+    assert made["target"] == "shop/Worker/db"
+    assert made["target_ref"] == {"apiVersion": "example.com/v1", "kind": "Worker", "name": "db",
+                                  "namespace": "shop"}  # fmt: skip
+    older = row(rule="old")
+    del older["target_ref"]  # /status of a daemon from before scaleTargetRef
+    table = cells(render_table([made, older], now=NOW))
+    assert table[1][:3] == ["db", "Worker", "shop/db"]
+    assert table[2][:3] == ["old", "-", "shop/orders-worker"]

@@ -3,7 +3,8 @@
 Both are reached the same way, through the official client and a kubeconfig, so the tests assert
 only what a real kube-apiserver would show. Set E2E_KUBECONFIG to a kubeconfig file to run them
 against a real cluster (never plain KUBECONFIG, which may point at production): they then work in a
-namespace of their own and delete it at the end.
+namespace of their own and delete it at the end, with the CRDs they installed (in an API group of
+their own, so no CRD of the cluster is touched).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +23,35 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 E2E_KUBECONFIG = "E2E_KUBECONFIG"
+# The API group of the tests' CRDs on the test server, whose RBAC grants its `workers` (as
+# docs/cluster.md says to); a real cluster gets a group of its own per run, deleted after.
+TEST_SERVER_CRD_GROUP = "e2e.eventscaler.example.com"
 # A container that does nothing, so a real cluster can run the test Deployments cheaply.
 PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Cluster:
-    """Create, inspect and scale test Deployments in one namespace."""
+    """Create, inspect and scale test workloads (Deployments, StatefulSets, custom resources) in
+    one namespace; CRDs the tests install are deleted again by close()."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, daemon_kubeconfig: Path) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        daemon_kubeconfig: Path,
+        crd_group: str = TEST_SERVER_CRD_GROUP,
+    ) -> None:
         self.kubeconfig = kubeconfig  # admin access, for the tests' own calls
         self.daemon_kubeconfig = daemon_kubeconfig  # what the daemon under test uses
         self.namespace = namespace
+        self.crd_group = crd_group  # for the CRDs the tests install
         self._api = config.new_client_from_config(str(kubeconfig))
         self.apps = client.AppsV1Api(self._api)
         self.core = client.CoreV1Api(self._api)
+        # Any /apis/GROUP/VERSION/namespaces/NS/PLURAL[/scale]: custom resources and apps/v1.
+        self.objects = client.CustomObjectsApi(self._api)
+        self._crds: list[str] = []
 
     def create_deployment(self, name: str, replicas: int = 0) -> None:
         labels = {"app": name}
@@ -53,6 +69,68 @@ class Cluster:
             },
         }
         self.apps.create_namespaced_deployment(self.namespace, body)
+
+    def create_statefulset(self, name: str, replicas: int = 0) -> None:
+        labels = {"app": name}
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": replicas,
+                "serviceName": name,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}]},
+                },
+            },
+        }
+        self.apps.create_namespaced_stateful_set(self.namespace, body)
+
+    def install_crd(self, crd: dict[str, Any], timeout: float = 30.0) -> None:
+        """Create a CRD (unless a test of this run did) and wait until it is Established (a real
+        server takes a moment)."""
+        extensions = client.ApiextensionsV1Api(self._api)
+        name = crd["metadata"]["name"]
+        if name not in self._crds:
+            extensions.create_custom_resource_definition(crd)
+            self._crds.append(name)
+
+        def established() -> bool:
+            status = extensions.read_custom_resource_definition(name).status
+            return any(c.type == "Established" and c.status == "True"
+                       for c in (status.conditions or []))  # fmt: skip
+
+        wait_for(established, timeout, interval=0.2, what=f"CRD {name} Established")
+
+    def create_custom_object(self, ref: Target, spec: dict[str, Any]) -> None:
+        body = {"apiVersion": f"{ref.group}/{ref.version}", "kind": ref.kind,
+                "metadata": {"name": ref.name}, "spec": spec}  # fmt: skip
+        self.objects.create_namespaced_custom_object(
+            ref.group, ref.version, self.namespace, ref.plural, body
+        )
+
+    def get_custom_object(self, ref: Target) -> dict[str, Any]:
+        return dict(
+            self.objects.get_namespaced_custom_object(
+                ref.group, ref.version, self.namespace, ref.plural, ref.name
+            )
+        )
+
+    def scale_replicas(self, ref: Target) -> int:
+        """Replicas from the object's Scale, for any kind outside the core group."""
+        scale = self.objects.get_namespaced_custom_object_scale(
+            ref.group, ref.version, self.namespace, ref.plural, ref.name
+        )
+        return int((scale.get("spec") or {}).get("replicas") or 0)
+
+    def annotate_object(self, ref: Target, key: str, value: str | None) -> None:
+        self.objects.patch_namespaced_custom_object(
+            ref.group, ref.version, self.namespace, ref.plural, ref.name,
+            {"metadata": {"annotations": {key: value}}},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
 
     def delete_deployment(self, name: str) -> None:
         try:
@@ -86,25 +164,65 @@ class Cluster:
         )
 
     def events(self, name: str) -> list[Any]:
-        """The core/v1 Events about Deployment `name`, in the order the API lists them."""
+        """The core/v1 Events about the object `name`, in the order the API lists them."""
         listed = self.core.list_namespaced_event(
             self.namespace, field_selector=f"involvedObject.name={name}"
         )
         return [e for e in listed.items if e.involved_object.name == name]
 
     def close(self) -> None:
+        extensions = client.ApiextensionsV1Api(self._api)
+        for name in self._crds:  # cluster-scoped: the namespace's deletion would not take them
+            try:
+                extensions.delete_custom_resource_definition(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
         self._api.close()
 
 
+@dataclass(frozen=True)
+class Target:
+    """A scale target as the tests address it: the rule's scaleTargetRef plus its plural."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    name: str
+
+    @property
+    def ref(self) -> dict[str, str]:
+        """The rule file's scaleTargetRef."""
+        return {"apiVersion": f"{self.group}/{self.version}", "kind": self.kind, "name": self.name}
+
+
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+NAME = "eventscaler"  # the shipped role that holds the scale rules
 
 
-def write_rbac_shape(directory: Path, shape: str = "cluster") -> Path:
+def custom_resource_rbac_rules(group: str, plural: str) -> list[dict[str, Any]]:
+    """The two rules docs/cluster.md tells users to add for a custom resource, for `plural`."""
+    text = (REPO_ROOT / "docs" / "cluster.md").read_text()
+    block = text.split("<!-- custom-resource-rbac -->", 1)[1].split("```yaml\n", 1)[1]
+    rules = yaml.safe_load(block.split("```", 1)[0])
+    documented = {"argoproj.io": group, "rollouts": plural, "rollouts/scale": f"{plural}/scale"}
+    return [
+        {**rule, "apiGroups": [documented[g] for g in rule["apiGroups"]],
+         "resources": [documented[r] for r in rule["resources"]]}
+        for rule in rules
+    ]  # fmt: skip
+
+
+def write_rbac_shape(
+    directory: Path, shape: str = "cluster", extra_rules: list[dict[str, Any]] | None = None
+) -> Path:
     """Write the RBAC objects of one shipped shape into `directory`, for the test server.
 
     "cluster": manifests/rbac.yaml as `kubectl apply -k manifests/` applies it. "namespaced": the
     same with the manifests/namespaced component applied (its ClusterRole and binding deleted, a
-    Role per allowed namespace added).
+    Role per allowed namespace added). `extra_rules` are added to the role named eventscaler, as
+    docs/cluster.md says to for a custom resource.
     """
     manifests = REPO_ROOT / "manifests"
     documents = [d for d in yaml.safe_load_all((manifests / "rbac.yaml").read_text()) if d]
@@ -116,6 +234,9 @@ def write_rbac_shape(directory: Path, shape: str = "cluster") -> Path:
         raise ValueError(f"unknown RBAC shape {shape!r}")
     directory.mkdir(parents=True, exist_ok=True)
     kept = [d for d in documents if d["kind"] in RBAC_KINDS]
+    for document in kept:
+        if document["kind"] in ("Role", "ClusterRole") and document["metadata"]["name"] == NAME:
+            document["rules"] = [*document["rules"], *(extra_rules or [])]
     (directory / "rbac.yaml").write_text(yaml.safe_dump_all(kept, sort_keys=False))
     return directory
 
@@ -139,8 +260,9 @@ def open_cluster(workdir: Path) -> Iterator[tuple[Cluster, Any]]:
     """Yield (cluster, test server or None): a real cluster when E2E_KUBECONFIG is set."""
     real = os.environ.get(E2E_KUBECONFIG)
     if real:
-        namespace = f"eventscaler-e2e-{uuid.uuid4().hex[:6]}"
-        cluster = Cluster(Path(real), namespace, Path(real))
+        run = uuid.uuid4().hex[:6]
+        namespace = f"eventscaler-e2e-{run}"
+        cluster = Cluster(Path(real), namespace, Path(real), f"e2e{run}.eventscaler.example.com")
         cluster.core.create_namespace({"metadata": {"name": namespace}})
         try:
             yield cluster, None
@@ -151,7 +273,8 @@ def open_cluster(workdir: Path) -> Iterator[tuple[Cluster, Any]]:
 
     from tests.support.kubeapi import KubeApiServer
 
-    server = KubeApiServer(rbac_dir=write_rbac_shape(workdir / "rbac")).start()
+    custom = custom_resource_rbac_rules(TEST_SERVER_CRD_GROUP, "workers")
+    server = KubeApiServer(rbac_dir=write_rbac_shape(workdir / "rbac", extra_rules=custom)).start()
     try:
         admin = server.write_kubeconfig(workdir / "admin.kubeconfig")
         # The daemon runs as the ServiceAccount of the shipped manifests, under their RBAC.

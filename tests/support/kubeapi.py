@@ -22,13 +22,15 @@ of every request, and let a tiny controller settle Deployment/StatefulSet status
 Standalone, for manual use: `python -m tests.support.kubeapi --kubeconfig OUT [--no-tls]`.
 
 Layout: kubeapi_http (requests, authn/authz, faults, watches), kubeapi_store (objects,
-resourceVersions, watch history), kubeapi_kinds (defaults, validation, views), kubeapi_model
-(resources, selectors, decoding), kubeapi_patch, kubeapi_errors (Status bodies), kubeapi_rbac,
+resourceVersions, watch history), kubeapi_kinds (defaults, validation, views), kubeapi_crd
+(CustomResourceDefinitions and the Scale of custom resources), kubeapi_model (resources,
+selectors, decoding), kubeapi_patch, kubeapi_errors (Status bodies), kubeapi_rbac,
 kubeapi_controller, kubeapi_tls.
 
 Known differences from a real apiserver (none visible to the daemon's calls as far as we know):
-- Only the resources listed in kubeapi_model.RESOURCES exist; no managedFields, no protobuf,
-  no aggregated discovery, no bookmarks.
+- Only the resources listed in kubeapi_model.RESOURCES exist, and the custom resources of the
+  CRDs created (kubeapi_crd: no schema validation, pruning or version conversion); no
+  managedFields, no protobuf, no aggregated discovery, no bookmarks.
 - Server-side apply (application/apply-patch+yaml) is a strategic merge that needs a
   fieldManager and creates missing objects; there is no field ownership, so no apply conflicts.
 - Strategic merge patch merges keyed lists (containers by name, ...) but ignores other
@@ -62,9 +64,10 @@ from typing import Any
 import yaml
 
 from tests.support.kubeapi_controller import Controller
+from tests.support.kubeapi_crd import crd_manifest
 from tests.support.kubeapi_errors import ApiError
 from tests.support.kubeapi_http import HOST, Fault, Frontend, Handler, HttpServer, User
-from tests.support.kubeapi_model import RESOURCES, ResourceType
+from tests.support.kubeapi_model import ResourceType
 from tests.support.kubeapi_rbac import RbacPolicy
 from tests.support.kubeapi_store import Store
 from tests.support.kubeapi_tls import generate_tls_material
@@ -241,10 +244,9 @@ class KubeApiServer:
 
     # --- state helpers (as a cluster admin or controller would act, not logged) ---------------
 
-    @staticmethod
-    def _rt(plural: str) -> ResourceType:
+    def _rt(self, plural: str) -> ResourceType:
         # The first registration wins: core/v1 events rather than events.k8s.io/v1.
-        for rt in RESOURCES:
+        for rt in self._store.resources():
             if rt.plural == plural:
                 return rt
         raise ValueError(f"unknown resource {plural!r}")
@@ -293,6 +295,37 @@ class KubeApiServer:
     ) -> Obj:
         """Create a StatefulSet (and its namespace if missing) selecting `app=NAME` pods."""
         return self._create_workload("statefulsets", namespace, name, replicas, labels)
+
+    def create_crd(
+        self,
+        group: str,
+        kind: str,
+        plural: str = "",
+        version: str = "v1",
+        scale: bool = True,
+        status: bool = True,
+    ) -> Obj:
+        """Create a namespaced CRD (scale paths .spec.replicas, .status.replicas and
+        .status.selector when `scale`); its kind is served at once."""
+        body = crd_manifest(group, kind, plural, version, scale, status)
+        return self._store.create(self._rt("customresourcedefinitions"), "", body)
+
+    def create_custom_object(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        spec: Obj | None = None,
+        status: Obj | None = None,
+    ) -> Obj:
+        """Create a custom resource of a CRD made before (and its namespace if missing)."""
+        self.create_namespace(namespace)
+        rt = self._rt(plural)
+        body: Obj = {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": {"name": name}}
+        body["spec"] = dict(spec or {})
+        if status is not None:
+            body["status"] = status
+        return self._store.create(rt, namespace, body)
 
     def get_object(self, plural: str, namespace: str, name: str) -> Obj | None:
         """The stored object of a resource by plural (`deployments`, `leases`...), or None."""

@@ -27,7 +27,7 @@ import yaml
 
 from tests.support import kubeapi_errors as errors
 from tests.support.kubeapi_errors import ApiError
-from tests.support.kubeapi_model import ALL_VERBS, RESOURCES, ResourceType, find_resource
+from tests.support.kubeapi_model import ALL_VERBS, ResourceType
 from tests.support.kubeapi_rbac import RbacPolicy, RequestAttributes, forbidden_message
 from tests.support.kubeapi_store import APPLY_PATCH, Store
 
@@ -142,10 +142,11 @@ def parse_request_info(method: str, path: str, query: dict[str, str]) -> Request
     )
 
 
-def discovery(path: str, port: int) -> Obj | None:
-    """Legacy discovery documents (/api, /apis, /apis/G, /api/v1, /apis/G/V)."""
+def discovery(path: str, port: int, served: list[ResourceType]) -> Obj | None:
+    """Legacy discovery documents (/api, /apis, /apis/G, /api/v1, /apis/G/V) of the `served`
+    resource types (the built-in ones and those of the CRDs)."""
     groups: dict[str, list[ResourceType]] = {}
-    for rt in RESOURCES:
+    for rt in served:
         groups.setdefault(rt.api_version, []).append(rt)
     if path == "/api":
         return {
@@ -157,11 +158,11 @@ def discovery(path: str, port: int) -> Obj | None:
         }
 
     def group_doc(name: str) -> Obj:
-        version = next(rt.version for rt in RESOURCES if rt.group == name)
-        gv = {"groupVersion": f"{name}/{version}", "version": version}
-        return {"name": name, "versions": [gv], "preferredVersion": gv}
+        versions = list(dict.fromkeys(rt.version for rt in served if rt.group == name))
+        docs = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+        return {"name": name, "versions": docs, "preferredVersion": docs[0]}
 
-    names = sorted({rt.group for rt in RESOURCES if rt.group})
+    names = sorted({rt.group for rt in served if rt.group})
     if path == "/apis":
         return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_doc(n) for n in names]}
     match = re.fullmatch(r"/apis/([^/]+)", path)
@@ -276,10 +277,14 @@ class Frontend:
         )
 
     def resource(self, info: RequestInfo) -> ResourceType:
-        rt = find_resource(info.api_group, info.api_version, info.resource)
+        rt = self.store.find_resource(info.api_group, info.api_version, info.resource)
         if rt is None or info.extra_parts:
             raise errors.route_not_found()
         if info.subresource and info.subresource not in rt.subresources:
+            if rt.custom:
+                # The CR handler serves only the subresources its CRD declares: the others are
+                # a NotFound of the object itself, though it exists.
+                raise errors.not_found(rt, info.name)
             raise errors.route_not_found()
         return rt
 
@@ -339,7 +344,7 @@ class Frontend:
             return 200, SERVER_VERSION
         if path in ("/healthz", "/livez", "/readyz"):
             return 200, "ok"
-        document = discovery(path, self.port)
+        document = discovery(path, self.port, self.store.resources())
         if document is None:
             raise errors.route_not_found()
         return 200, document
@@ -483,7 +488,7 @@ class Handler(BaseHTTPRequestHandler):
                     self._drop()
                     return
                 if fault.status is not None:
-                    rt = find_resource(info.api_group, info.api_version, info.resource)
+                    rt = front.store.find_resource(info.api_group, info.api_version, info.resource)
                     retry_after = fault.retry_after
                     if retry_after is None and fault.status == 429:
                         retry_after = 1  # priority-and-fairness always sends one

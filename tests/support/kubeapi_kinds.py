@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from tests.support import kubeapi_crd as crd
 from tests.support import kubeapi_errors as errors
 from tests.support.kubeapi_errors import FieldError, GoText
 from tests.support.kubeapi_model import (
@@ -246,6 +247,8 @@ def apply_defaults(rt: ResourceType, obj: Obj) -> None:
         _default_statefulset(obj)
     elif rt.kind == "Namespace":
         _default_namespace(obj)
+    elif rt.kind == crd.CRD_KIND:
+        crd.apply_defaults(obj)
 
 
 def initial_status(rt: ResourceType) -> Obj | None:
@@ -260,8 +263,11 @@ def initial_status(rt: ResourceType) -> Obj | None:
 
 
 def has_status(rt: ResourceType) -> bool:
-    """Kinds whose status only its subresource (or a controller) may write."""
-    return rt.kind in ("Deployment", "StatefulSet", "Namespace")
+    """Kinds whose status only its subresource (or a controller) may write; a custom resource's
+    when its CRD declares the status subresource (then a create drops any status sent)."""
+    if rt.custom:
+        return "status" in rt.subresources
+    return rt.kind in ("Deployment", "StatefulSet", "Namespace", crd.CRD_KIND)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +449,8 @@ def validate(rt: ResourceType, obj: Obj, old: Obj | None) -> list[FieldError]:
         problems += validate_config_keys(obj.get("binaryData"), "binaryData")
     elif rt.kind == "Event":
         problems += _validate_event(rt, obj)
+    elif rt.kind == crd.CRD_KIND:
+        problems += crd.validate(obj, old)
     return problems
 
 
@@ -516,12 +524,14 @@ def from_view(rt: ResourceType, body: Obj) -> Obj:
     return body
 
 
-def scale_view(stored: Obj) -> Obj:
-    """autoscaling/v1 Scale of a Deployment or StatefulSet.
+def scale_view(rt: ResourceType, stored: Obj) -> Obj:
+    """autoscaling/v1 Scale of a Deployment, a StatefulSet or a custom resource.
 
     `spec.replicas` is omitted when 0 (omitempty in the Go type), so the Python client reads it
     as None; `status.replicas` is always sent (no omitempty, and the client requires it).
     """
+    if rt.scale_paths is not None:
+        return crd.scale_view(rt, stored)
     meta = stored["metadata"]
     spec_replicas = (stored.get("spec") or {}).get("replicas") or 0
     status: Obj = {"replicas": (stored.get("status") or {}).get("replicas") or 0}

@@ -24,6 +24,15 @@ Obj = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class ScalePaths:
+    """Where a custom resource keeps what its Scale shows (`.spec.replicas`...), without the dot."""
+
+    spec_replicas: str
+    status_replicas: str
+    label_selector: str = ""
+
+
+@dataclass(frozen=True)
 class ResourceType:
     """One REST resource as served under a group/version (the same storage may have two views)."""
 
@@ -39,6 +48,10 @@ class ResourceType:
     # Both event APIs read and write the same stored objects, as on a real cluster.
     storage: str = ""
     short_names: tuple[str, ...] = ()
+    # A custom resource (served from a CustomResourceDefinition), and its CRD's
+    # subresources.scale paths (specReplicasPath, statusReplicasPath, labelSelectorPath).
+    custom: bool = False
+    scale_paths: ScalePaths | None = None
 
     @property
     def api_version(self) -> str:
@@ -92,6 +105,17 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType(
         "", "v1", "namespaces", "Namespace", "namespace", namespaced=False, short_names=("ns",)
     ),
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        "customresourcedefinition",
+        namespaced=False,
+        subresources=frozenset({"status"}),
+        generation=True,
+        short_names=("crd", "crds"),
+    ),
 )
 
 RESOURCE_INDEX: dict[tuple[str, str, str], ResourceType] = {
@@ -103,6 +127,7 @@ INITIAL_NAMESPACES = ("default", "kube-system")
 
 
 def find_resource(group: str, version: str, plural: str) -> ResourceType | None:
+    """A built-in resource; the Store also knows the custom ones its CRDs define."""
     return RESOURCE_INDEX.get((group, version, plural))
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from tests.support import kubeapi_crd as crd
 from tests.support import kubeapi_errors as errors
 from tests.support import kubeapi_kinds as kinds
 from tests.support.kubeapi_errors import ApiError, FieldError
@@ -128,14 +129,14 @@ def _key_string(namespace: str, name: str) -> str:
 
 
 class Store:
-    """All objects of the test cluster, keyed by storage then (namespace, name)."""
+    """All objects of the test cluster, keyed by storage then (namespace, name); and the custom
+    resource types its CustomResourceDefinitions serve."""
 
     def __init__(self, history_size: int = 1000) -> None:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
-        self._objects: dict[str, dict[tuple[str, str], Obj]] = {
-            rt.store_key: {} for rt in RESOURCES
-        }
+        self._objects: dict[str, dict[tuple[str, str], Obj]] = collections.defaultdict(dict)
+        self._custom: dict[tuple[str, str, str], ResourceType] = {}
         self._rv = 0
         self._history: collections.deque[WatchEvent] = collections.deque(maxlen=history_size)
         self._floor = 0  # every event with rv > _floor is still in the history
@@ -143,6 +144,30 @@ class Store:
         self.closed = False
         for name in INITIAL_NAMESPACES:
             self.create(NAMESPACES, "", {"metadata": {"name": name}})
+
+    # --- resource types ----------------------------------------------------------------------
+
+    def find_resource(self, group: str, version: str, plural: str) -> ResourceType | None:
+        with self.lock:
+            return find_resource(group, version, plural) or self._custom.get(
+                (group, version, plural)
+            )
+
+    def resources(self) -> list[ResourceType]:
+        """Every resource type served now: the built-in ones, then those of the CRDs."""
+        with self.lock:
+            return [*RESOURCES, *self._custom.values()]
+
+    def _crd_changed(self, new: Obj | None, old: Obj | None) -> None:
+        """Serve what a CRD now defines; a deleted CRD takes its custom resources with it."""
+        for rt in crd.resource_types(old) if old else []:
+            self._custom.pop((rt.group, rt.version, rt.plural), None)
+        for rt in crd.resource_types(new) if new else []:
+            self._custom[(rt.group, rt.version, rt.plural)] = rt
+        if new is None and old is not None:
+            for rt in crd.resource_types(old)[:1]:
+                for (ns, name), obj in list(self._objects[rt.store_key].items()):
+                    self._commit(rt, "DELETED", ns, name, None, obj)
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -198,6 +223,8 @@ class Store:
         self.changed.notify_all()
         for listener in self._listeners:
             listener(event)
+        if rt.kind == crd.CRD_KIND and not rt.custom:
+            self._crd_changed(new, prev)
         return event_obj
 
     def _stored(self, rt: ResourceType, namespace: str, name: str) -> Obj:
@@ -259,7 +286,7 @@ class Store:
     @staticmethod
     def _view(rt: ResourceType, stored: Obj, subresource: str | None) -> Obj:
         if subresource == "scale":
-            return kinds.scale_view(stored)
+            return kinds.scale_view(rt, stored)
         return kinds.to_view(rt, stored)
 
     @staticmethod
@@ -368,6 +395,8 @@ class Store:
             status = kinds.initial_status(rt)
             if status is not None:
                 obj["status"] = status
+            elif kinds.has_status(rt):
+                obj.pop("status", None)  # a status subresource: a create cannot set status
             kinds.apply_defaults(rt, obj)
             problems = kinds.validate(rt, obj, None)
             if problems:
@@ -442,7 +471,10 @@ class Store:
             if problems:
                 raise errors.invalid("autoscaling", "Scale", name, problems)
             new = copy.deepcopy(old)
-            new["spec"]["replicas"] = replicas
+            if rt.scale_paths is not None:
+                crd.set_spec_replicas(rt, new, replicas)
+            else:
+                new["spec"]["replicas"] = replicas
             return new
         if subresource == "status":
             new = copy.deepcopy(old)
@@ -580,9 +612,8 @@ class Store:
             }
 
     def _delete_namespace_contents(self, namespace: str) -> None:
-        for rt in RESOURCES:
-            if not rt.namespaced or rt.storage and rt.group:  # each storage once
-                continue
+        storages = {rt.store_key: rt for rt in reversed(self.resources()) if rt.namespaced}
+        for rt in storages.values():  # each storage once (as its first registration)
             for (ns, name), obj in list(self._objects[rt.store_key].items()):
                 if ns == namespace:
                     self._commit(rt, "DELETED", ns, name, None, obj)
