@@ -261,8 +261,9 @@ def parse_trigger(data: Any, field: str) -> Trigger:
     check = Collector()
     settings = check.take(source.parse_settings, data, field)
     target = 1.0  # a source without a target (cron) gives the replica count itself
-    if source.target_key is not None:
-        target = check.take(_parse_target, data, source.target_key, source.target_default, field)
+    target_key = source.target_key_for(data)
+    if target_key is not None:
+        target = check.take(_parse_target, data, target_key, source.target_default, field)
     activation = 0.0
     if source.activation_key is not None:
         key = source.activation_key

@@ -114,6 +114,11 @@ class SourceType:
     target_default: ClassVar[float | None] = None  # None: the target must be given
     activation_key: ClassVar[str | None] = None
 
+    def target_key_for(self, data: Mapping[str, Any]) -> str | None:
+        """The key of this trigger's target: `target_key`, unless the source has modes with a
+        target each, chosen by the trigger's other fields (redis-streams)."""
+        return self.target_key
+
     def keys(self) -> set[str]:
         """Every key a trigger of this type may have, generic ones aside."""
         generic = {self.target_key, self.activation_key} - {None}
