@@ -23,6 +23,9 @@ sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 
 SOURCE_MODULES = {
     "azure-queue": "eventscaler.sources.azure_queue",
+    "nats-jetstream": "eventscaler.sources.nats_jetstream",
+    "redis": "eventscaler.sources.redis_lists",
+    "redis-streams": "eventscaler.sources.redis_streams",
 }
 
 _types: dict[str, SourceType] = {}
