@@ -14,6 +14,9 @@ from its own environment variable:
 - a queue endpoint on a closed port of 127.0.0.1 (ConnectionError);
 - a Deployment that does not exist (404), one whose read the API answers 403, and one whose
   scale write the API answers 403 (FailedRescale event).
+The redis and redis-streams sources' secrets (a right and a wrong passwordFromEnv, an
+addressFromEnv holding a URL with a password, an unset password variable) get a sweep of their
+own against a real redis-server.
 Each secret is looked for whole, URL-encoded and JSON-escaped, and for keys and signatures every
 12-character piece too, so a truncated secret would be caught as well.
 """
@@ -245,3 +248,80 @@ def test_no_secret_in_logs_metrics_status_or_api_requests(
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode()
+
+
+def redis_rules(prefix: str, key: str, address: str) -> list[dict[str, Any]]:
+    """One rule per path: the right password, a wrong one (list and stream), an unset variable,
+    and an addressFromEnv holding a URL with a password."""
+    login = {"usernameFromEnv": "REDIS_USER", "passwordFromEnv": "REDIS_WRONG"}
+    a_list = {"type": "redis", "listName": key, "address": address, **login}
+    triggers = {
+        "good": {**a_list, "passwordFromEnv": "REDIS_GOOD"},
+        "wrong": a_list,
+        "stream": {"type": "redis-streams", "stream": key, "consumerGroup": "g", "lagCount": 5,
+                   "address": address, **login},
+        "unset": {**a_list, "passwordFromEnv": "NO_SUCH"},
+        "url": {"type": "redis", "listName": key, "addressFromEnv": "REDIS_URL", **login,
+                "passwordFromEnv": "REDIS_GOOD"},
+    }  # fmt: skip
+    return [
+        {"name": f"{prefix}-{name}", "deployment": f"{prefix}-{name}", "maxReplicas": 5,
+         "pollingInterval": POLL, "cooldownPeriod": 60,
+         "triggers": [trigger]}
+        for name, trigger in triggers.items()
+    ]  # fmt: skip
+
+
+def test_no_redis_password_in_logs_metrics_status_or_api_requests(
+    cluster: Cluster, server: Any, redis_server: Any, unique: str, tmp_path: Path
+) -> None:
+    """The redis and redis-streams sources' secrets: passwordFromEnv's value (right or wrong)
+    and an addressFromEnv that holds a URL with a password, on every path that reports."""
+    p, key = unique, f"{unique}-jobs"
+    good, wrong = redis_server.password, f"wrong-{random_key()[:24]}"
+    url_password = f"in-url-{random_key()[:20]}"
+    with redis_server.client() as client:
+        client.rpush(key, *range(12))
+    env = {
+        "REDIS_USER": redis_server.username,
+        "REDIS_GOOD": good,
+        "REDIS_WRONG": wrong,
+        "REDIS_URL": f"redis://eventscaler:{url_password}@{redis_server.address}/0",
+    }
+    secrets = Secrets(whole=[env["REDIS_URL"]], pieces_of=[good, wrong, url_password])
+    rules = redis_rules(p, key, redis_server.address)
+    for entry in rules:
+        cluster.create_deployment(entry["name"], replicas=0)
+    rules_path = write_rules(tmp_path / "rules.yaml", rules)
+    args = ["--config", str(rules_path), "--kubeconfig", str(cluster.daemon_kubeconfig),
+            "--log-level", "DEBUG"]  # fmt: skip
+    evidence = [
+        rf"scaled 0 -> 3 \(rule {p}-good ",
+        rf"rule {p}-wrong: source read failed: {key}: redis list '{key}' .*AuthenticationFailed",
+        rf"rule {p}-stream: source read failed: {key}: redis stream '{key}' group 'g' "
+        r".*AuthenticationFailed",
+        rf"rule {p}-unset: .*MissingEnv: env NO_SUCH \(the password\) is unset or empty",
+        rf"rule {p}-url: .*InvalidAddress: env REDIS_URL does not hold host:port",
+    ]
+    daemon = DaemonProcess(["run", *args, "--health-port", "0"], env=env)
+    with daemon:
+        for pattern in evidence:
+            daemon.wait_for_output(pattern, timeout=WAIT)
+        port = int(daemon.wait_for_output(r"health endpoints on port (\d+)")[1])
+        metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+        status = fetch(f"http://127.0.0.1:{port}/status")
+        assert daemon.stop() == 0
+    assert 'kind="Unauthorized"' in metrics and 'kind="MissingCredential"' in metrics
+    rows = {row["rule"]: row for row in json.loads(status)["rules"]}
+    assert "AuthenticationFailed" in rows[f"{p}-wrong"]["error"]
+    once = run_command(["run", *args, "--once"], env)
+    assert once.returncode == 1 and "AuthenticationFailed" in once.stdout + once.stderr
+    outputs = {
+        "daemon log": daemon.output,
+        "/metrics": metrics,
+        "/status": status,
+        "--once output": once.stdout + once.stderr,
+        "Kubernetes API requests": json.dumps(server.requests, default=str),
+    }
+    leaks = {where: found for where, text in outputs.items() if (found := secrets.found_in(text))}
+    assert not leaks, f"secrets found: {leaks}"
