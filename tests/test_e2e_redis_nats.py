@@ -223,6 +223,8 @@ def daemon(cluster: Cluster, rules: Path, env: dict[str, str]) -> DaemonProcess:
         "0.3",
         "--log-level",
         "DEBUG",
+        "--health-port",
+        "0",  # a free port: other daemons on this machine may hold the default 8080
     ]
     return DaemonProcess(args, env=env)
 
