@@ -185,7 +185,7 @@ class ConfigProblem:
 
     source: str
     where: str  # "rules[2] (hello-keda)", "defaults", or "" for the file itself
-    field: str  # dotted path inside `where`, e.g. "triggers[0].queueName"
+    field: str  # dotted path inside `where`, e.g. "triggers[0].metricType"
     message: str  # "expected a positive number, got 'ten'"
     rule_name: str | None = None  # the rule left out because of this problem, when named
 

@@ -313,7 +313,7 @@ def simulate(
         candidates.append(controller.next_wakeup(t, world.backlog, drain))
         candidates.extend(ready_at for ready_at in world.pods if ready_at > t + _EPS)
         if drain > 0 and world.backlog > _EPS:
-            candidates.append(t + world.backlog / drain)  # the queue empties
+            candidates.append(t + world.backlog / drain)  # the backlog empties
             if waiting:  # the backlog falls to what the ready replicas are enough for
                 candidates.append(t + (world.backlog - ready * q) / drain)
         following = min(c for c in candidates if c > t + _EPS)
@@ -394,7 +394,7 @@ def format_summary(runs: Sequence[Run]) -> str:
     unfinished = [r for r in runs if r.summary.backlog_at_end > _EPS]
     for run in unfinished:
         lines.append(
-            f"({run.label}: {run.summary.backlog_at_end:,.0f} messages still queued at the end)"
+            f"({run.label}: {run.summary.backlog_at_end:,.0f} messages still waiting at the end)"
         )
     return "\n".join(lines)
 
