@@ -22,6 +22,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tests.support.waiting import WAIT_SCALE
+
 E2E_KUBECONFIG = "E2E_KUBECONFIG"
 # The API group of the tests' CRDs on the test server, whose RBAC grants its `workers` (as
 # docs/cluster.md says to); a real cluster gets a group of its own per run, deleted after.
@@ -244,7 +246,8 @@ def write_rbac_shape(
 def wait_for(
     condition: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
 ) -> Any:
-    """Poll until `condition()` is truthy; fail with `what` after `timeout` seconds."""
+    """Poll until `condition()` is truthy; fail with `what` after `timeout` x WAIT_SCALE s."""
+    timeout *= WAIT_SCALE
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
