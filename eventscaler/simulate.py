@@ -512,14 +512,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     else:
         runs = [simulate(PolicyController(rule), rule, load, workers, initial, duration)]
 
-    print(describe_setup(rule, load, workers, duration))
-    print()
-    print(format_summary(runs))
-    if args.compare:
-        print(f"\n{MODEL_LABEL}: a model built from KEDA's documented semantics, not KEDA itself;")
-        print("oracle: the rule's arithmetic on the true backlog, no polling (docs/simulate.md).")
-    print()
-    print(format_writes(runs[0]))
+    _print_runs(runs, describe_setup(rule, load, workers, duration), args.compare)
     if args.csv:
         write_csv(runs, args.csv)
         print(f"\ntimeline written to {args.csv}")
@@ -532,3 +525,14 @@ def run_simulate_command(args: argparse.Namespace) -> int:
             return fail(f"--plot needs matplotlib ({exc}): pip install -r requirements-dev.txt")
         print(f"plot written to {args.plot}")
     return EXIT_OK
+
+
+def _print_runs(runs: Sequence[Run], setup: str, compared: bool) -> None:
+    print(setup)
+    print()
+    print(format_summary(runs))
+    if compared:
+        print(f"\n{MODEL_LABEL}: a model built from KEDA's documented semantics, not KEDA itself;")
+        print("oracle: the rule's arithmetic on the true backlog, no polling (docs/simulate.md).")
+    print()
+    print(format_writes(runs[0]))
