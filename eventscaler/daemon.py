@@ -190,7 +190,7 @@ class Daemon:
         self.health.rules_loaded = bool(current) or not result.problems
         self.health.last_load_error = str(result.problems[0]) if result.problems else None
         self.engine.forget_rules_except(current.values())
-        gone = {
+        gone: set[tuple[str, ...]] = {
             (r.name, r.namespace, r.scale_target.kind, r.scale_target.name)
             for name, r in previous.items()
             if name not in current or current[name].target_key != r.target_key
