@@ -56,38 +56,13 @@ class Cluster:
         self._crds: list[str] = []
 
     def create_deployment(self, name: str, replicas: int = 0) -> None:
-        labels = {"app": name}
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}]},
-                },
-            },
-        }
-        self.apps.create_namespaced_deployment(self.namespace, body)
+        self.apps.create_namespaced_deployment(
+            self.namespace, workload("Deployment", name, replicas)
+        )
 
     def create_statefulset(self, name: str, replicas: int = 0) -> None:
-        labels = {"app": name}
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {
-                "replicas": replicas,
-                "serviceName": name,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}]},
-                },
-            },
-        }
+        body = workload("StatefulSet", name, replicas)
+        body["spec"]["serviceName"] = name
         self.apps.create_namespaced_stateful_set(self.namespace, body)
 
     def install_crd(self, crd: dict[str, Any], timeout: float = 30.0) -> None:
@@ -197,6 +172,24 @@ class Target:
     def ref(self) -> dict[str, str]:
         """The rule file's scaleTargetRef."""
         return {"apiVersion": f"{self.group}/{self.version}", "kind": self.kind, "name": self.name}
+
+
+def workload(kind: str, name: str, replicas: int) -> dict[str, Any]:
+    """An apps/v1 workload of pause containers selecting `app=NAME`."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}]},
+            },
+        },
+    }
 
 
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
