@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "convert":
         from eventscaler.convert import run_convert_command
 
-        return run_convert_command(args.file)
+        return run_convert_command(args)
     return run(args)
 
 

@@ -97,6 +97,28 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="KEDA ScaledObjects -> a rule file on stdout; what was not converted on stderr",
     )
     convert.add_argument("file", help="YAML with one or more ScaledObjects ('-' for stdin)")
+    convert.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write rules.yaml, the env patch of "
+        "eventscaler's Deployment and a kustomization.yaml over the manifests",
+    )
+    convert.add_argument(
+        "--manifests",
+        metavar="DIR",
+        help="the manifests the overlay builds on (default: this checkout's manifests/)",
+    )
+    convert.add_argument(
+        "--from-cluster",
+        action="store_true",
+        help="read the workloads' "
+        "Deployments from the cluster when the input lacks them (never Secrets)",
+    )
+    convert.add_argument(
+        "--kubeconfig",
+        help="with --from-cluster: the kubeconfig (default: KUBECONFIG, then ~/.kube/config)",
+    )
+    convert.add_argument("--context", help="with --from-cluster: the kubeconfig context")
     return parser
 
 

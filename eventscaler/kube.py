@@ -205,6 +205,27 @@ def api_error(verb: str, what: str, failure: HttpFailure) -> KubeError:
     return KubeError(reason, f"{verb} {what}: {status} {reason}: {detail}", status)
 
 
+def deployment_lookup(
+    api_client: ApiClient, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+) -> Callable[[str, str], Mapping[str, Any] | None]:
+    """`convert --from-cluster`: (namespace, name) -> the Deployment as JSON, None if missing.
+    A GET of the Deployment only: the Secrets it names are never read."""
+    api = RawApi(api_client)
+
+    def lookup(namespace: str, name: str) -> Mapping[str, Any] | None:
+        path = f"/apis/apps/v1/namespaces/{quote(namespace)}/deployments/{quote(name)}"
+        what = f"Deployment {namespace}/{name}"
+        try:
+            found = call("get", what, lambda: api.request("GET", path, timeout=timeout_seconds))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found if isinstance(found, Mapping) else None
+
+    return lookup
+
+
 # ---------------------------------------------------------------------------------------------
 # Scale targets
 

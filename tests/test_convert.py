@@ -277,7 +277,7 @@ def test_trigger_authentication_with_a_secret_is_explained() -> None:
     assert "eventscaler does not read TriggerAuthentications" in line
     assert "maps 'connection' to Secret test-secrets key connectionString" in line
     assert f"{{name: {env}, valueFrom: {{secretKeyRef: {{name: test-secrets" in line
-    one(messages(conversion), "document 1 (Secret): note: skipped: not a ScaledObject")
+    one(messages(conversion), "document 1 (Secret): note: read only to find where a workload")
     assert not conversion.complete
     assert_round_trip(conversion)
 
