@@ -144,9 +144,6 @@ class ServerProcess:
     def _bootstrap(self) -> None:
         """Once, after the first ready: users, passwords, databases."""
 
-    def _stop_signal_for(self, label: str) -> signal.Signals:
-        return self.stop_signal
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Self:
@@ -174,8 +171,8 @@ class ServerProcess:
     def stop(self) -> None:
         """Stop every process (last started first) by its process group. Safe to call twice."""
         while self._processes:
-            label, process = self._processes.pop()
-            _stop_group(process, self._stop_signal_for(label))
+            _, process = self._processes.pop()
+            _stop_group(process, self.stop_signal)
 
     def restart(self) -> Self:
         """Stop, then start on the same ports and in the same temp dir."""
