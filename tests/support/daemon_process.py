@@ -29,6 +29,9 @@ class DaemonProcess:
         self.args = [sys.executable, str(REPO_ROOT / "autoscaler.py"), *args]
         self._env = {**os.environ, **(env or {})}
         self._env.pop("KUBECONFIG", None)  # never fall back to a developer's own cluster
+        # The health port defaults to 8080: a test that does not choose one gets a free port, so
+        # two daemons (two tests, or this suite beside another process) never collide.
+        self._env.setdefault("AUTOSCALER_HEALTH_PORT", "0")
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self.process: subprocess.Popen[str] | None = None
