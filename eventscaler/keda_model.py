@@ -216,9 +216,10 @@ class KedaModel:
 
     def _proposal(self, trigger: AzureQueueTrigger, length: int, current: int) -> int:
         ratio = length / (trigger.queue_length * current)
-        if abs(1.0 - ratio) <= self.settings.tolerance + 1e-9:
-            return current
-        return math.ceil(length / trigger.queue_length)
+        # The HPA's own float comparison: |1 - 55/50| = 0.10000000000000009 > 0.1 scales.
+        if abs(1.0 - ratio) > self.settings.tolerance:
+            return math.ceil(length / trigger.queue_length)
+        return current
 
     def _stabilize(self, now: float, current: int, desired: int) -> int:
         up_cutoff = now - self.settings.scale_up.stabilization_window_seconds
