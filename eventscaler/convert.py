@@ -21,6 +21,7 @@ printed.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 import sys
@@ -31,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from eventscaler import config, sources
+from eventscaler import config, migrate, sources
+from eventscaler.migrate import EnvNeed
 from eventscaler.triggers import AVERAGE_VALUE, METRIC_TYPES
 
 EXIT_OK = 0
@@ -39,6 +41,13 @@ EXIT_PARTIAL = 1
 EXIT_INVALID = 2
 
 KEDA_API_GROUP = "keda.sh"
+# The shipped manifests, which `--out` writes an overlay of (when run from a checkout).
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+# KEDA v1 (keda.k8s.io/v1alpha1), as older `func kubernetes deploy` and walkthroughs wrote it.
+KEDA_V1_API_GROUP = "keda.k8s.io"
+# Azure Functions binding fields that `func kubernetes deploy` copies into trigger metadata; KEDA
+# ignores them, and so does convert (a source that knows one of these keys still gets it).
+FUNCTIONS_BINDING_KEYS = ("direction", "name", "dataType", "cardinality", "accessRights")
 # (group, kind) of the targets manifests/rbac.yaml grants; others need two more RBAC lines.
 SHIPPED_RBAC_KINDS = {("apps", "Deployment"), ("extensions", "Deployment"), ("apps", "StatefulSet")}
 HPA_DEFAULT_SCALE_UP_POLICIES = [
@@ -87,6 +96,8 @@ class Conversion:
     sources: tuple[str, ...]  # "ScaledObject ns/name" for each rule
     notes: tuple[Note, ...]
     skipped: int  # ScaledObjects that gave no rule
+    env_needs: tuple[EnvNeed, ...] = ()  # the variables the rules read secrets from
+    documents: tuple[Any, ...] = ()  # the input, to find the workloads' Deployments in
 
     @property
     def complete(self) -> bool:
@@ -126,7 +137,8 @@ def _kind(document: Any) -> str:
 
 def _is_keda(document: Mapping[str, Any], kind: str) -> bool:
     api = str(document.get("apiVersion", ""))
-    return _kind(document) == kind and (not api or api.split("/")[0] == KEDA_API_GROUP)
+    group = api.split("/")[0]
+    return _kind(document) == kind and (not api or group in (KEDA_API_GROUP, KEDA_V1_API_GROUP))
 
 
 def _documents(text: str) -> list[Any]:
@@ -160,6 +172,7 @@ class _KedaTrigger:
     ) -> None:
         self._owner = owner
         self._field = field
+        self.v1 = owner.v1
         self.metadata = metadata
         self.auth_ref = trigger.get("authenticationRef")
         self.auth = owner.find_auth(self.auth_ref)
@@ -196,6 +209,9 @@ class _ScaledObject:
         self.annotations = metadata.get("annotations") or {}
         self.spec = document.get("spec") or {}
         self.auths = auths
+        self.v1 = str(document.get("apiVersion", "")).split("/")[0] == KEDA_V1_API_GROUP
+        self.env_needs: list[EnvNeed] = []
+        self.target_ref: Mapping[str, Any] = {}
         self.source = f"ScaledObject {self.namespace}/{self.name or '(no name)'}"
         self.notes: list[Note] = []
 
@@ -234,6 +250,9 @@ class _ScaledObject:
         behavior = self._advanced()
         if behavior:
             rule["behavior"] = behavior
+        modifiers = self._scaling_modifiers()
+        if modifiers:
+            rule["scalingModifiers"] = modifiers
         fallback = self._fallback()
         if fallback:
             rule["fallback"] = fallback
@@ -257,9 +276,14 @@ class _ScaledObject:
     def _target(self) -> dict[str, Any] | None:
         """`deployment: NAME` for a Deployment (as before), else KEDA's scaleTargetRef as is."""
         ref = self.spec.get("scaleTargetRef")
+        if isinstance(ref, Mapping) and not ref.get("name") and ref.get("deploymentName"):
+            # KEDA v1 named only Deployments, with deploymentName (and containerName).
+            self.note("spec.scaleTargetRef.deploymentName", "KEDA v1's field: the Deployment")
+            ref = {**ref, "name": ref["deploymentName"], "kind": "Deployment"}
         if not isinstance(ref, Mapping) or not ref.get("name"):
             self.lost("spec.scaleTargetRef.name", "missing: no rule written")
             return None
+        self.target_ref = ref
         kind = str(ref.get("kind") or "Deployment")
         api = str(ref.get("apiVersion") or "apps/v1")
         self._target_notes(ref, kind, api)
@@ -275,11 +299,13 @@ class _ScaledObject:
                 "`get` on this kind and `get`, `patch` on its scale subresource "
                 "(docs/cluster.md)",
             )
-        if ref.get("envSourceContainerName"):
-            self.note(
-                "spec.scaleTargetRef.envSourceContainerName",
-                "not needed: eventscaler reads connectionFromEnv from its own environment",
-            )
+        for key in ("envSourceContainerName", "containerName"):
+            if ref.get(key):
+                self.note(
+                    f"spec.scaleTargetRef.{key}",
+                    "the container whose env convert looks "
+                    "in; eventscaler reads the variables from its own environment",
+                )
 
     # -- triggers
 
@@ -314,16 +340,39 @@ class _ScaledObject:
         if not isinstance(metadata, Mapping):
             self.lost(f"{field}.metadata", f"expected a mapping, got {metadata!r}")
             return None
+        source = sources.source_type(kind)
+        metadata = self._without_binding_fields(metadata, source.keys(), field)
         keda = _KedaTrigger(self, trigger, metadata, field)
         out: dict[str, Any] = {"type": kind}
         if trigger.get("name"):
             out["name"] = str(trigger["name"])
-        mapped = sources.source_type(kind).from_keda(keda)
+        mapped = source.from_keda(keda)
         if mapped is None:
             return None
         out.update(mapped)
         self._generic_trigger_fields(trigger, field, out)
+        for variable in source.credential_envs(out):
+            self._need_env(variable, f"{field}.metadata")
         return out
+
+    def _without_binding_fields(
+        self, metadata: Mapping[str, Any], known: set[str], field: str
+    ) -> Mapping[str, Any]:
+        dropped = [k for k in FUNCTIONS_BINDING_KEYS if k in metadata and k not in known]
+        for key in dropped:
+            self.note(f"{field}.metadata.{key}", "an Azure Functions binding field, ignored "
+                                                 "(KEDA ignores it too)")  # fmt: skip
+        return {k: v for k, v in metadata.items() if k not in dropped}
+
+    def _need_env(self, variable: str, field: str) -> None:
+        ref = self.target_ref
+        is_deployment = str(ref.get("kind") or "Deployment") == "Deployment"
+        container = ref.get("envSourceContainerName") or ref.get("containerName")
+        self.env_needs.append(EnvNeed(
+            self.source, field, variable, self.namespace,
+            str(ref.get("name")) if is_deployment and ref.get("name") else None,
+            str(container) if container else None,
+        ))  # fmt: skip
 
     def _generic_trigger_fields(
         self, trigger: Mapping[str, Any], field: str, out: dict[str, Any]
@@ -358,6 +407,7 @@ class _ScaledObject:
     # -- the rest of the spec
 
     def _advanced(self) -> dict[str, Any] | None:
+        """The HPA behavior of `advanced`; its other keys are reported (scalingModifiers aside)."""
         advanced = self.spec.get("advanced") or {}
         if not isinstance(advanced, Mapping):
             self.lost("spec.advanced", f"expected a mapping, got {advanced!r}")
@@ -365,46 +415,66 @@ class _ScaledObject:
         for key in advanced:
             field = f"spec.advanced.{key}"
             if key == "restoreToOriginalReplicaCount":
-                self.lost(
-                    field,
-                    "eventscaler has no equivalent: removing a rule leaves the "
-                    "replicas as they are",
-                )
-            elif key == "scalingModifiers":
-                self.lost(
-                    field,
-                    "no formulas in the rule file: the rule takes the highest "
-                    "trigger's ask (KEDA's behaviour without scalingModifiers)",
-                )
-            elif key != "horizontalPodAutoscalerConfig":
+                self.lost(field, "eventscaler has no equivalent: removing a rule leaves the "
+                                 "replicas as they are")  # fmt: skip
+            elif key not in ("horizontalPodAutoscalerConfig", "scalingModifiers"):
                 self.lost(field, "not a field eventscaler knows")
         hpa = advanced.get("horizontalPodAutoscalerConfig") or {}
         if isinstance(hpa, Mapping) and hpa.get("name"):
-            self.note(
-                "spec.advanced.horizontalPodAutoscalerConfig.name",
-                "dropped: eventscaler creates no HPA",
-            )
+            self.note("spec.advanced.horizontalPodAutoscalerConfig.name",
+                      "dropped: eventscaler creates no HPA")  # fmt: skip
         behavior = hpa.get("behavior") if isinstance(hpa, Mapping) else None
         out: dict[str, Any] = {}
         for direction in ("scaleUp", "scaleDown"):
-            rules = (behavior or {}).get(direction) if isinstance(behavior, Mapping) else None
-            field = f"spec.advanced.horizontalPodAutoscalerConfig.behavior.{direction}"
-            if isinstance(rules, Mapping):
-                out[direction] = {k: rules[k] for k in BEHAVIOR_RULE_FIELDS if k in rules}
-                for key in rules:
-                    if key not in BEHAVIOR_RULE_FIELDS:
-                        self.lost(f"{field}.{key}", "not supported by the rule file's behavior")
-            if direction == "scaleUp" and not (
-                isinstance(rules, Mapping) and rules.get("policies")
-            ):
-                self.note(
-                    field,
-                    "KEDA's HPA adds at most 4 pods or 100 % per 15 s by default; "
-                    "eventscaler scales up at once. To keep KEDA's pace add behavior: "
-                    "{scaleUp: {policies: [{type: Pods, value: 4, periodSeconds: 15}, "
-                    "{type: Percent, value: 100, periodSeconds: 15}]}}",
-                )
+            rules = behavior.get(direction) if isinstance(behavior, Mapping) else None
+            mapped = self._behavior_direction(direction, rules)
+            if mapped is not None:
+                out[direction] = mapped
         return out or None
+
+    def _behavior_direction(self, direction: str, rules: Any) -> dict[str, Any] | None:
+        field = f"spec.advanced.horizontalPodAutoscalerConfig.behavior.{direction}"
+        if direction == "scaleUp" and not (isinstance(rules, Mapping) and rules.get("policies")):
+            self.note(
+                field,
+                "KEDA's HPA adds at most 4 pods or 100 % per 15 s by default; "
+                "eventscaler scales up at once. To keep KEDA's pace add behavior: "
+                "{scaleUp: {policies: [{type: Pods, value: 4, periodSeconds: 15}, "
+                "{type: Percent, value: 100, periodSeconds: 15}]}}",
+            )
+        if not isinstance(rules, Mapping):
+            return None
+        for key in rules:
+            if key not in BEHAVIOR_RULE_FIELDS:
+                self.lost(f"{field}.{key}", "not supported by the rule file's behavior")
+        return {k: rules[k] for k in BEHAVIOR_RULE_FIELDS if k in rules}
+
+    def _scaling_modifiers(self) -> dict[str, Any] | None:
+        """KEDA's advanced.scalingModifiers, field by field (the loader checks the formula)."""
+        advanced = self.spec.get("advanced")
+        modifiers = advanced.get("scalingModifiers") if isinstance(advanced, Mapping) else None
+        if modifiers is None:
+            return None
+        field = "spec.advanced.scalingModifiers"
+        if not isinstance(modifiers, Mapping) or not modifiers.get("formula"):
+            self.lost(field, "no formula: the rule takes the highest trigger's ask")
+            return None
+        out: dict[str, Any] = {"formula": str(modifiers["formula"])}
+        for key in ("target", "activationTarget"):
+            number = _number(modifiers.get(key)) if key in modifiers else None
+            if number is not None:
+                out[key] = number
+            elif key in modifiers:
+                self.lost(f"{field}.{key}", f"expected a number, got {modifiers[key]!r}")
+        if "metricType" in modifiers:
+            out["metricType"] = str(modifiers["metricType"])
+        for key in modifiers:
+            if key not in out and key not in ("target", "activationTarget"):
+                self.lost(f"{field}.{key}", "not a scalingModifiers field eventscaler knows")
+        if "target" not in out:
+            self.lost(f"{field}.target", "missing: KEDA requires it; the formula is left out")
+            return None
+        return out
 
     def _fallback(self) -> dict[str, Any] | None:
         fallback = self.spec.get("fallback")
@@ -472,9 +542,10 @@ class _ScaledObject:
 # The whole input
 
 
-def convert_text(text: str, source: str) -> Conversion:
-    """Convert every ScaledObject in `text`. Raises ConvertError if the YAML cannot be read."""
-    documents = _documents(text)
+def _trigger_authentications(
+    documents: list[Any],
+) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    """(Cluster)TriggerAuthentications by (kind, namespace, name), for authenticationRef."""
     auths: dict[tuple[str, str, str], Mapping[str, Any]] = {}
     for document in documents:
         for kind in ("TriggerAuthentication", "ClusterTriggerAuthentication"):
@@ -485,10 +556,18 @@ def convert_text(text: str, source: str) -> Conversion:
                 if kind == "TriggerAuthentication" and not namespace:
                     key = (kind, "default", key[2])
                 auths[key] = document
+    return auths
+
+
+def convert_text(text: str, source: str) -> Conversion:
+    """Convert every ScaledObject in `text`. Raises ConvertError if the YAML cannot be read."""
+    documents = _documents(text)
+    auths = _trigger_authentications(documents)
 
     rules: list[dict[str, Any]] = []
     sources: list[str] = []
     notes: list[Note] = []
+    needs: list[EnvNeed] = []
     skipped = 0
     names: set[str] = set()
     for index, document in enumerate(documents, start=1):
@@ -499,6 +578,9 @@ def convert_text(text: str, source: str) -> Conversion:
                 why = "ScaledJobs run Jobs; eventscaler scales Deployments only"
                 notes.append(Note(where, "", why))
                 skipped += 1
+            elif kind in ("Deployment", "Secret", "ConfigMap"):
+                why = "read only to find where a workload gets its variables (never a value)"
+                notes.append(Note(where, "", why, converted=True))
             elif kind not in ("TriggerAuthentication", "ClusterTriggerAuthentication"):
                 notes.append(Note(where, "", "skipped: not a ScaledObject", converted=True))
             continue
@@ -516,7 +598,10 @@ def convert_text(text: str, source: str) -> Conversion:
         names.add(rule["name"])
         rules.append(rule)
         sources.append(scaled.source)
-    return Conversion(tuple(rules), tuple(sources), tuple(notes), skipped)
+        needs.extend(scaled.env_needs)
+    return Conversion(
+        tuple(rules), tuple(sources), tuple(notes), skipped, tuple(needs), tuple(documents)
+    )
 
 
 def render_rules(conversion: Conversion, source: str) -> str:
@@ -536,19 +621,22 @@ def render_rules(conversion: Conversion, source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_convert_command(path: str) -> int:
+def run_convert_command(args: argparse.Namespace) -> int:
+    path = args.file
     source = "stdin" if path == "-" else path
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
         conversion = convert_text(text, source)
+        plan = migrate.plan_env(conversion.env_needs, conversion.documents, _lookup(args))
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print(f"{source}: cannot read: {reason}", file=sys.stderr)
         return EXIT_INVALID
-    except ConvertError as exc:
+    except (ConvertError, CommandError) as exc:
         print(f"{source}: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    for note in conversion.notes:
+    notes = [*conversion.notes, *(Note(*n[:3], converted=n[3]) for n in plan.notes)]
+    for note in notes:
         print(f"{source}: {note}", file=sys.stderr)
     if not conversion.rules:
         print(f"{source}: no ScaledObject could be converted", file=sys.stderr)
@@ -558,11 +646,59 @@ def run_convert_command(path: str) -> int:
     check = config.parse_rules_text(output, "the converted rule file")
     for problem in check.problems:
         print(f"{source}: {problem}", file=sys.stderr)
-    sys.stdout.write(output)
-    lost = sum(1 for n in conversion.notes if not n.converted)
+    _write_output(args, output, plan, source)
+    lost = sum(1 for n in notes if not n.converted)
     print(
         f"{source}: {len(conversion.rules)} rule(s) written; {lost} item(s) not converted, "
         f"{conversion.skipped} object(s) skipped",
         file=sys.stderr,
     )
-    return EXIT_OK if conversion.complete and check.ok else EXIT_PARTIAL
+    complete = conversion.complete and all(n[3] for n in plan.notes)
+    return EXIT_OK if complete and check.ok else EXIT_PARTIAL
+
+
+class CommandError(Exception):
+    """A flag of `convert` cannot be used (a cluster that cannot be reached...)."""
+
+
+def _lookup(args: argparse.Namespace) -> migrate.DeploymentLookup | None:
+    """With --from-cluster, Deployments not in the input are read from the cluster."""
+    if not getattr(args, "from_cluster", False):
+        return None
+    from eventscaler.kube import ClusterAccess, KubeError, build_api_client, deployment_lookup
+
+    try:
+        api_client = build_api_client(ClusterAccess(args.kubeconfig, args.context))
+    except KubeError as exc:
+        raise CommandError(str(exc)) from None
+    lookup = deployment_lookup(api_client)
+
+    def guarded(namespace: str, name: str) -> Mapping[str, Any] | None:
+        try:
+            return lookup(namespace, name)
+        except KubeError as exc:
+            raise CommandError(str(exc)) from None
+
+    return guarded
+
+
+def _write_output(
+    args: argparse.Namespace, output: str, plan: migrate.EnvPlan, source: str
+) -> None:
+    """The rule file on stdout; with --out, a kustomize overlay of the manifests instead."""
+    out = getattr(args, "out", None)
+    if not out:
+        sys.stdout.write(output)
+        if plan.entries:
+            print(
+                f"{source}: note: {len(plan.entries)} env entr(y/ies) for eventscaler's "
+                "container found: --out DIR writes them as a kustomize patch",
+                file=sys.stderr,
+            )
+        return
+    manifests = Path(args.manifests) if getattr(args, "manifests", None) else MANIFESTS
+    written = migrate.write_overlay(Path(out), output, plan, manifests)
+    print(
+        f"{source}: wrote {', '.join(str(p) for p in written)}; apply with: kubectl apply -k {out}",
+        file=sys.stderr,
+    )

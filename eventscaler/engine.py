@@ -8,6 +8,7 @@ to the observers (metrics, events, status) as one `Outcome`.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -55,6 +56,9 @@ class Scaler(Protocol):
 
 # The share of its polling interval one tick may spend, retries included.
 TICK_BUDGET_SHARE = 0.8
+# A tick that starts within this share of its polling interval of its slot on the rule's
+# schedule takes the slot's time (see TickClock).
+SLOT_TOLERANCE_SHARE = 0.25
 
 # Outcome.error_kind values.
 FAILED_TARGET_READ = "target-read"
@@ -89,6 +93,38 @@ class Observer(Protocol):
     def observe(self, outcome: Outcome) -> None: ...
 
 
+class TickClock:
+    """The times of one rule's ticks: their slots on its schedule, not when each happened to start.
+
+    The scheduler starts a rule's ticks every pollingInterval, each a little late by a different
+    amount (its wake-up, a thread pool busy with other rules). Decided on those start times, a
+    cooldown of exactly N intervals would be missed by a few milliseconds about half the time and
+    the step to zero would come one interval late. So the first tick takes the time it started,
+    and each later tick that starts within SLOT_TOLERANCE_SHARE of an interval of a whole number
+    of intervals after it takes that exact time. A tick further off (the interval changed, a
+    stall) takes the time it started and the schedule starts again from it. Tick times never go
+    backwards and are never more than SLOT_TOLERANCE_SHARE of an interval ahead of the clock.
+    """
+
+    def __init__(self) -> None:
+        self._anchor: float | None = None
+        self._interval = 0.0
+        self._slot = 0
+        self._last = -math.inf
+
+    def time_of(self, started: float, interval: float) -> float:
+        """The time of a tick that started at `started` (read once, before any read)."""
+        if self._anchor is not None and interval == self._interval:
+            slot = round((started - self._anchor) / interval)
+            slot_time = self._anchor + slot * interval
+            if slot > self._slot and abs(started - slot_time) <= SLOT_TOLERANCE_SHARE * interval:
+                self._slot, self._last = slot, slot_time
+                return slot_time
+        self._anchor, self._interval, self._slot = max(started, self._last), interval, 0
+        self._last = self._anchor
+        return self._anchor
+
+
 @dataclass
 class _Memory:
     target: tuple[str, str, str, str]  # the Rule.target_key the state belongs to
@@ -117,6 +153,7 @@ class Engine:
         self._clock = clock
         self._observers = list(observers)
         self._memory: dict[str, _Memory] = {}
+        self._tick_clocks: dict[str, TickClock] = {}
         self._failing_ticks: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -146,11 +183,19 @@ class Engine:
                 if name not in keep:
                     del self._memory[name]
                     self._failing_ticks.pop(name, None)
+                    self._tick_clocks.pop(name, None)
 
     def _evaluate(
-        self, rule: Rule, readings: tuple[Reading, ...] | None = None, conflicted: bool = False
+        self,
+        rule: Rule,
+        readings: tuple[Reading, ...] | None = None,
+        conflicted: bool = False,
+        now: float | None = None,
     ) -> Outcome:
-        """One tick; `readings` are given when a write conflicted and the tick is decided again."""
+        """One tick; `readings` and `now` are given when a write conflicted and the tick is
+        decided again."""
+        if now is None:
+            now = self._tick_time(rule)  # before any read: how long reads take must not move it
         log = _RuleLog(rule, self._dry_run)
         try:
             target = self._scaler.read(rule.namespace, rule.scale_target)
@@ -164,7 +209,6 @@ class Engine:
             readings = ()
         elif readings is None:
             readings = tuple(self._read(trigger) for trigger in rule.triggers)
-        now = self._clock()
         memory = self._remember(rule, now)
         decision = decide(rule, readings, current, memory.state, now, pause)
         memory.state = decision.state
@@ -191,7 +235,7 @@ class Engine:
                         # Someone else changed the target between our read and write:
                         # read it again and decide again on the same readings, once.
                         log.conflict(exc)
-                        return self._evaluate(rule, readings or None, conflicted=True)
+                        return self._evaluate(rule, readings or None, True, now)
                     error = f"cannot scale {current} -> {decision.target}: {exc}"
                     return self._fail(outcome, log, error, FAILED_WRITE)
                 memory.state = decision.state.record_scale(now, current, decision.target)
@@ -204,6 +248,12 @@ class Engine:
         with self._lock:
             self._failing_ticks.pop(rule.name, None)
         return outcome
+
+    def _tick_time(self, rule: Rule) -> float:
+        started = self._clock()
+        with self._lock:
+            clock = self._tick_clocks.setdefault(rule.name, TickClock())
+        return clock.time_of(started, rule.polling_interval)  # one tick of a rule at a time
 
     def _read(self, trigger: Trigger) -> Reading:
         try:

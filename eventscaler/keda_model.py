@@ -215,7 +215,8 @@ class KedaModel:
         # The HPA's two external-metric target types: a Value target is for the whole workload.
         per_replica = trigger.target if trigger.metric_type == VALUE else trigger.target * current
         ratio = value / per_replica
-        if abs(1.0 - ratio) <= self.settings.tolerance + 1e-9:
+        # The HPA's own float comparison: |1 - 55/50| = 0.10000000000000009 > 0.1 scales.
+        if abs(1.0 - ratio) <= self.settings.tolerance:
             return current
         if trigger.metric_type == VALUE:
             return math.ceil(ratio * current)

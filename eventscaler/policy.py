@@ -3,23 +3,29 @@
 Every step, in order (the README lists them for users):
 1. Per trigger: desired = ceil(value / target) (metricType AverageValue, the default) or
    ceil(current x value / target) (Value). Between non-zero counts a trigger inside the HPA's
-   tolerance (|usage ratio - 1| <= tolerance) proposes `current`.
-   The rule's proposal is the highest one.
+   tolerance (|1 - usage ratio| <= tolerance, in plain float arithmetic as the HPA's) proposes
+   `current`. The rule's proposal is the highest one (or scalingModifiers' formula decides).
 2. active = some trigger's value > its activation threshold. A tick on which a trigger failed
    also counts as (possible) activity: a reading we did not get is never a reading of zero.
 3. At 0 replicas: active -> straight to the proposal, clamped to [max(min, 1), max]. Idle -> stay,
    or lift to minReplicas when it is above 0.
 4. Above 0 replicas, with minReplicas 0 and no activity for cooldownPeriod -> 0 (scale-down
-   policies, when given, still limit the step). Otherwise the proposal is clamped to
-   [max(min, 1), max] and goes through the HPA's stabilization (a target between the lowest
-   recommendation of the scale-up window and the highest of the scale-down window) and its rate
-   policies.
+   policies, when given, still limit the step). Otherwise the HPA's algorithm: a count outside
+   [max(min, 1), max] goes to the bound at once; inside, the proposal goes through the HPA's
+   stabilization (a target between the lowest recommendation of the scale-up window and the
+   highest of the scale-down window), the bounds, and the HPA's rate policies (the period
+   starting at current - replicas added + replicas removed within it).
 5. A failed trigger forbids any scale-down on that tick; scale-up on what was read still happens.
 6. After `fallback.failureThreshold` ticks in a row with a failed trigger, the rule runs
    `fallback.replicas`, from any count, zero included; the first tick with all readings back
    returns to normal.
 Before all of these, a pause (annotation on the Deployment) leaves the replicas alone, or sets the
 paused-replicas count, and counts as activity so resuming never zeroes at once.
+
+The history (recommendations, scale events) is seeded once per rule state, as the HPA records its
+initial recommendation once: on the first decision of a new rule (or a rule with a new target)
+and on the first after a pause (KEDA re-creates the HPA on resume). Recommendations that aged out
+leave an empty history, never a new seed; failed ticks record nothing and seed nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from eventscaler.config import Rule, ScalingRules
+from eventscaler.config import Rule, ScalingPolicy, ScalingRules
 from eventscaler.formula import FormulaError
 from eventscaler.triggers import VALUE, Trigger
 
@@ -42,7 +48,7 @@ class Reading:
     trigger: str
     value: float | None  # None when the read failed
     error: str | None = None
-    kind: str | None = None  # a short word for the failure (QueueNotFound, Timeout...), for metrics
+    kind: str | None = None  # a short word for the failure (NotFound, Timeout...), for metrics
 
     @property
     def ok(self) -> bool:
@@ -57,6 +63,9 @@ class RuleState:
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, replicas) for stabilization
     scale_events: tuple[tuple[float, int], ...] = ()  # (time, replica change) for rate policies
     failed_ticks: int = 0  # ticks in a row on which some trigger failed (for the fallback)
+    # Whether the history was started: the HPA records the count it finds as a recommendation
+    # once, when it first sees its target; an empty history later (all aged out) is not a start.
+    seeded: bool = False
 
     def record_scale(self, now: float, current: int, target: int) -> RuleState:
         """The state after a write from `current` to `target` succeeded."""
@@ -66,7 +75,15 @@ class RuleState:
 
 
 def initial_state(now: float) -> RuleState:
+    """A new rule's state (or a rule that now targets another Deployment): no history yet; the
+    first decision seeds it with the replicas it finds."""
     return RuleState(last_active=now)
+
+
+# Times this close are one instant. Tick times come from float arithmetic (a slot on the rule's
+# schedule, see engine.TickClock), so a window, period or cooldown that ends exactly at a tick
+# must not include or exclude it by a rounding error of a few nanoseconds.
+SAME_INSTANT = 1e-6
 
 
 @dataclass(frozen=True)
@@ -124,7 +141,7 @@ def decide(
 ) -> Decision:
     """Decide the replicas for `rule`; `readings` are in the order of `rule.triggers`."""
     if pause is not None:
-        return _paused(current, state, now, pause)
+        return _paused(current, now, pause)
     good, failed = _signals(rule, readings)
     summary = _describe_readings(rule, readings, good)
     read_active = any(value > t.activation for t, value in good)
@@ -135,6 +152,8 @@ def decide(
         failed_ticks=state.failed_ticks + 1 if failed else 0,
     )
     state = _forget_old_history(rule, state, now)
+    if not state.seeded:
+        state = _start_history(state, now, current)
 
     def decision(target: int, step: str, why: str, next_state: RuleState = state) -> Decision:
         return Decision(current, target, active, f"{why}; {summary}", next_state, step)
@@ -158,35 +177,57 @@ def decide(
         return decision(target, STEP_WAKE, why, _remember(state, now, target))
 
     idle_for = now - state.last_active
-    if rule.min_replicas == 0 and not active and idle_for >= rule.cooldown_period:
+    if rule.min_replicas == 0 and not active and idle_for >= rule.cooldown_period - SAME_INSTANT:
         target = _apply_rate_policies(rule.behavior.scale_down, state, now, current, 0)
         why = f"no activity for {idle_for:.1f}s >= cooldownPeriod {rule.cooldown_period:g}s"
         if target > 0:
             why += f": scale-down policy allows {target}"
         return decision(target, STEP_TO_ZERO, why)
 
+    idle = not active and rule.min_replicas == 0
+    target, step, why, state = _between_non_zero(rule, good, current, state, now, failed, idle)
+    return decision(target, step, why, state)
+
+
+def _between_non_zero(
+    rule: Rule,
+    good: Sequence[tuple[Trigger, float]],
+    current: int,
+    state: RuleState,
+    now: float,
+    failed: bool,
+    idle: bool,
+) -> tuple[int, str, str, RuleState]:
+    """The HPA's part: tolerance, stabilization, rate policies; (target, step, why, state)."""
     floor = max(rule.min_replicas, 1)
+    bounded = min(max(current, floor), rule.max_replicas)
+    no_down = "a trigger failed: never scaling down on a missing reading"
+    if bounded > current or (bounded < current and not failed):
+        # As the HPA: a count outside the bounds goes to the nearest bound at once, before any
+        # reading, window or rate policy, and records no recommendation on that tick.
+        bound = "maxReplicas" if bounded < current else "minReplicas"
+        why = f"{current} replicas outside [{floor}, {rule.max_replicas}]: to {bound} {bounded}"
+        return bounded, STEP_UP if bounded > current else STEP_DOWN, why, state
     proposal = max(_proposal(t, value, current, rule.tolerance) for t, value in good)
     clamped = min(max(proposal, floor), rule.max_replicas)
     if failed and clamped <= current:
         # Partial readings may not lower anything, not even the stabilization history.
-        why = "a trigger failed: never scaling down on a missing reading"
-        return decision(current, STEP_FAILED, why)
-    if not state.recommendations:
-        # As the HPA does, a rule with no history (a fresh start) counts the replicas it finds as
-        # a recommendation, so a restart does not skip the scale-down stabilization window.
-        state = _remember(state, now, min(max(current, floor), rule.max_replicas))
-    state = _remember(state, now, clamped)
-    # Clamped again: recommendations made before a reload changed min/maxReplicas must not hold
-    # the count outside the new bounds for a whole window.
-    stabilized = min(max(_stabilize(rule, state, now, current, clamped), floor), rule.max_replicas)
+        return current, STEP_FAILED, no_down, state
+    # As the HPA: the recommendation kept is the one before the bounds apply; the bounds apply
+    # after stabilization, so a reload that changes them takes effect at once.
+    state = _remember(state, now, proposal)
+    stabilized = min(max(_stabilize(rule, state, now, current, proposal), floor), rule.max_replicas)
     direction = rule.behavior.scale_up if stabilized > current else rule.behavior.scale_down
     target = _apply_rate_policies(direction, state, now, current, stabilized)
     needs = max(_desired(t, value, current) for t, value in good)
     untolerated = min(max(needs, floor), rule.max_replicas)
-    idle = not active and rule.min_replicas == 0
     step = _step(current, clamped, stabilized, target, untolerated, idle)
-    return decision(target, step, _explain(current, proposal, clamped, stabilized, target), state)
+    return target, step, _explain(current, proposal, clamped, stabilized, target), state
+
+
+def _start_history(state: RuleState, now: float, current: int) -> RuleState:
+    """The HPA's initial recommendation: the count found when the target is first seen."""
+    return replace(state, seeded=True, recommendations=((now, current),), scale_events=())
 
 
 def _signals(rule: Rule, readings: Sequence[Reading]) -> tuple[list[tuple[Trigger, float]], bool]:
@@ -210,10 +251,14 @@ def _signals(rule: Rule, readings: Sequence[Reading]) -> tuple[list[tuple[Trigge
     return [(modifiers.as_trigger(), value)], failed
 
 
-def _paused(current: int, state: RuleState, now: float, pause: Pause) -> Decision:
-    """Paused: no readings needed; the pause counts as activity so resuming never zeroes."""
-    # Failures before the pause are history: resuming starts a fresh count for the fallback.
-    state = replace(state, last_active=now, failed_ticks=0)
+def _paused(current: int, now: float, pause: Pause) -> Decision:
+    """Paused: no readings needed; the pause counts as activity so resuming never zeroes.
+
+    The state starts afresh: failures before the pause are history (the fallback counts anew),
+    and so is the HPA history, as with KEDA, which deletes the HPA of a paused ScaledObject and
+    creates a new one on resume: the first tick after the pause seeds it with the count found.
+    """
+    state = initial_state(now)
     if pause.replicas is None:
         return Decision(current, current, False, f"paused by {pause.source}", state, STEP_PAUSED)
     why = f"paused at {pause.replicas} replicas by {pause.source}"
@@ -272,23 +317,31 @@ def _usage_ratio(trigger: Trigger, value: float, current: int) -> float:
 
 
 def _proposal(trigger: Trigger, value: float, current: int, tolerance: float) -> int:
-    """The HPA's rule for one trigger, with its tolerance."""
+    """The HPA's rule for one trigger, with its tolerance.
+
+    Plain float arithmetic, as the HPA's: it scales when |1 - ratio| > tolerance, so 55 messages
+    at 5 per replica on 10 replicas (|1 - 1.1| = 0.10000000000000009) go to 11, while 45 (|1 -
+    0.9| = 0.09999999999999998) stay at 10. KEDA users comparing counts see the same numbers.
+    """
     ratio = _usage_ratio(trigger, value, current)
-    # The epsilon absorbs float error: 55 / 50 - 1 is 0.10000000000000009, yet 1.1 is within 0.1.
-    if abs(ratio - 1.0) <= tolerance + 1e-9:
-        return current
-    return _desired(trigger, value, current)
+    if math.fabs(1.0 - ratio) > tolerance:
+        return _desired(trigger, value, current)
+    return current
 
 
 def _stabilize(rule: Rule, state: RuleState, now: float, current: int, recommendation: int) -> int:
-    """Clamp `current` between the lowest recent up-recommendation and the highest down one."""
+    """Clamp `current` between the lowest recent up-recommendation and the highest down one.
+
+    As the HPA: a recommendation counts while it is younger than the window (one exactly a
+    window old no longer does); the current one always counts.
+    """
     up_window = rule.behavior.scale_up.stabilization_window_seconds
     down_window = rule.behavior.scale_down.stabilization_window_seconds
     up = down = recommendation
     for when, value in state.recommendations:
-        if when > now - up_window:
+        if when > now - up_window + SAME_INSTANT:
             up = min(up, value)
-        if when > now - down_window:
+        if when > now - down_window + SAME_INSTANT:
             down = max(down, value)
     return min(max(current, up), down)
 
@@ -303,36 +356,39 @@ def _apply_rate_policies(
         return current
     if not rules.policies:
         return desired
-    if desired > current:
-        limits = []
-        for policy in rules.policies:
-            added = sum(
-                d for t, d in state.scale_events if t > now - policy.period_seconds and d > 0
-            )
-            start = current - added
-            if policy.type == "Pods":
-                limits.append(start + policy.value)
-            else:
-                limits.append(math.ceil(start * (1 + policy.value / 100)))
+    up = desired > current
+    limits = [_policy_limit(policy, state, now, current, up) for policy in rules.policies]
+    if up:
         limit = max(limits) if rules.select_policy == "Max" else min(limits)
         # A percentage of zero is zero: waking from zero is always allowed one replica.
         return min(desired, max(limit, 1 if current == 0 else current))
-    limits = []
-    for policy in rules.policies:
-        removed = -sum(
-            d for t, d in state.scale_events if t > now - policy.period_seconds and d < 0
-        )
-        start = current + removed
-        if policy.type == "Pods":
-            limits.append(start - policy.value)
-        else:
-            limits.append(math.floor(start * (1 - policy.value / 100)))
     limit = min(limits) if rules.select_policy == "Max" else max(limits)
     return max(desired, min(limit, current))
 
 
+def _policy_limit(
+    policy: ScalingPolicy, state: RuleState, now: float, current: int, up: bool
+) -> int:
+    """The count one policy allows, as the HPA computes it.
+
+    The period starts at `current - replicas added + replicas removed` within periodSeconds,
+    counting the scale-ups AND the scale-downs of the period, whichever way this step goes (the
+    HPA's calculateScaleUpLimitWithScalingRules and calculateScaleDownLimitWithBehaviors).
+    """
+    cutoff = now - policy.period_seconds + SAME_INSTANT
+    start = current - sum(change for when, change in state.scale_events if when > cutoff)
+    if policy.type == "Pods":
+        return start + policy.value if up else start - policy.value
+    if up:
+        return math.ceil(start * (1 + policy.value / 100))
+    return int(start * (1 - policy.value / 100))  # truncated toward zero, as Go's int32()
+
+
 def _forget_old_history(rule: Rule, state: RuleState, now: float) -> RuleState:
-    """Drop history older than any window or policy period can look at, so memory stays flat."""
+    """Drop history older than any window or policy period can look at, so memory stays flat.
+
+    An empty history is still a started one (`seeded`): it is never seeded again.
+    """
     behavior = rule.behavior
     horizon = max(
         behavior.scale_up.stabilization_window_seconds,
@@ -340,7 +396,7 @@ def _forget_old_history(rule: Rule, state: RuleState, now: float) -> RuleState:
         *(p.period_seconds for p in behavior.scale_up.policies + behavior.scale_down.policies),
         0.0,
     )
-    cutoff = now - horizon
+    cutoff = now - horizon + SAME_INSTANT
     if (state.recommendations and state.recommendations[0][0] <= cutoff) or (
         state.scale_events and state.scale_events[0][0] <= cutoff
     ):

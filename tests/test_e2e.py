@@ -4,6 +4,8 @@ The API is the faithful test server (under the RBAC of manifests/), or a real cl
 E2E_KUBECONFIG names a kubeconfig. Scenarios:
 - the flood story: 1,000 messages take a Deployment 0 -> 20 in one write, and back to 0 once the
   queue stayed empty for the cooldown; SIGTERM then exits 0;
+- the step to zero comes on the first tick at cooldownPeriod after the last active one (poll 2 s,
+  cooldown 6 s: two idle ticks held, the third goes, "no activity for 6.0s"), not an interval late;
 - two rules on two queues scale independently;
 - --dry-run logs the would-be write and changes nothing;
 - a missing Deployment fails its rule only, the other rule still scales;
@@ -15,6 +17,7 @@ E2E_KUBECONFIG names a kubeconfig. Scenarios:
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -76,7 +79,12 @@ def test_flood_scales_zero_to_max_in_one_step_then_back_to_zero_after_cooldown(
 
     with daemon(cluster, azurite, rules) as proc:
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")  # it polls, idle at zero
+        # Sending 1,000 messages takes seconds, longer than a poll on a busy machine: the rule is
+        # paused while they land, so the tick after the pause sees the whole flood at once.
+        cluster.annotate(unique, "eventscaler.io/paused", "true")
+        proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0 \[paused\]")
         azurite.send_messages(unique, 1000)
+        cluster.annotate(unique, "eventscaler.io/paused", None)
         wait_for(lambda: cluster.replicas(unique) == 20, 10, what="0 -> 20")
         assert proc.scale_lines() == [(target, 0, 20)]  # one step, not 0 -> 1 -> ...
 
@@ -89,6 +97,33 @@ def test_flood_scales_zero_to_max_in_one_step_then_back_to_zero_after_cooldown(
         assert "cooldownPeriod" in proc.output
         assert proc.stop() == 0
     assert "stopped" in proc.output
+
+
+def test_the_step_to_zero_comes_on_the_first_tick_at_cooldown(
+    cluster: Cluster, azurite: Azurite, unique: str, tmp_path: Path
+) -> None:
+    poll, cooldown = 2.0, 6.0
+    azurite.create_queue(unique)
+    azurite.send_messages(unique, 12)  # ceil(12 / 5) = 3
+    cluster.create_deployment(unique, replicas=0)
+    rules = write_rules(
+        tmp_path / "rules.yaml",
+        [rule(unique, cluster.namespace, unique, pollingInterval=poll, cooldownPeriod=cooldown)],
+    )
+    target = f"{cluster.namespace}/{unique}"
+    with daemon(cluster, azurite, rules) as proc:
+        wait_for(lambda: cluster.replicas(unique) == 3, 20, what="0 -> 3")
+        assert azurite.delete_messages(unique, 12) == 12
+        drained = time.monotonic()
+        wait_for(lambda: cluster.replicas(unique) == 0, cooldown + 4 * poll + 20, what="3 -> 0")
+        assert time.monotonic() - drained >= cooldown - poll  # never before the cooldown
+        assert proc.scale_lines() == [(target, 0, 3), (target, 3, 0)]
+        # The tick 6 s after the last active one went, not the one 8 s after: the ticks' times
+        # are their slots on the schedule, whatever each start's jitter and read time.
+        proc.wait_for_output(rf"{target}: scaled 3 -> 0 .*no activity for 6\.0s >= cooldownPeriod")
+        held = re.findall(rf"rule {unique}: 3 -> 3 \[[a-z-]+\]: .*{unique}=0/5", proc.output)
+        assert len(held) == cooldown / poll - 1, proc.output
+        assert proc.stop() == 0
 
 
 def test_two_rules_on_two_queues_scale_independently(

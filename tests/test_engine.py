@@ -18,6 +18,12 @@ and a fake clock. Scenarios covered:
   kind) starts afresh
 - the target is read and written by its ScaleTargetRef (kind and apiVersion passed through), and a
   failed read names the kind
+  others'; a rule that now targets another Deployment starts afresh
+- a tick's time: read at its start (how long the reads take does not move it), and its slot on the
+  rule's schedule (TickClock): ticks that start a few milliseconds late by different amounts still
+  step to zero at exactly cooldownPeriod (KEDA's own azure-queue e2e numbers: poll 5 s, cooldown
+  10 s); TickClock snaps within a quarter interval either way, starts again after a stall or an
+  interval change, and never goes backwards
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from eventscaler.engine import (
     FAILED_WRITE,
     Engine,
     Outcome,
+    TickClock,
 )
 from eventscaler.policy import (
     PAUSED,
@@ -49,6 +56,7 @@ from eventscaler.policy import (
     STEP_COOLDOWN,
     STEP_FAILED,
     STEP_PAUSED,
+    STEP_TO_ZERO,
     STEP_TOLERANCE,
     STEP_UP,
 )
@@ -433,3 +441,91 @@ def test_the_target_is_read_and_written_by_its_reference() -> None:
         failed.error == "cannot read the target Worker: kind Worker (example.com/v1) is not served"
     )
     assert failed.error_kind == FAILED_TARGET_READ == "target-read"
+
+
+# -- the time of a tick -------------------------------------------------------------------------
+
+
+class SlowSource(FakeSource):
+    """Each read advances the clock by the next of `read_times`: reads take time."""
+
+    def __init__(self, clock: Clock, read_times: list[float], **lengths: int) -> None:
+        super().__init__(**lengths)
+        self.clock = clock
+        self.read_times = read_times
+
+    def read_value(self, trigger: Trigger) -> float:
+        self.clock.now += self.read_times.pop(0)
+        return super().read_value(trigger)
+
+
+def test_the_step_to_zero_comes_at_exactly_cooldown_despite_late_starts_and_slow_reads() -> None:
+    # KEDA's azure-queue e2e scenario: pollingInterval 5, cooldownPeriod 10. The tick that last
+    # saw messages starts 8 ms late and its read takes 13 ms; the tick due 10 s later starts 2 ms
+    # late and reads in 5 ms. Timed after the reads (9.986 s idle) or at the start (9.994 s), it
+    # would wait another interval; on the schedule it is 10 s exactly.
+    clock = Clock()
+    source = SlowSource(clock, [0.013, 0.004, 0.005], orders=20)
+    scaler = FakeScaler(orders=FakeDeployment(4))
+    engine = Engine(source, scaler, clock=clock)
+    rule = replace(make_rule(), polling_interval=5.0, cooldown_period=10.0)
+    starts = [T0 + 0.008, T0 + 5.001, T0 + 10.002]
+    outcomes = []
+    for i, start in enumerate(starts):
+        clock.now = start
+        if i == 1:
+            source.lengths["orders"] = 0  # the workers drained the queue
+        outcomes.append(engine.evaluate(rule))
+    steps = [o.decision.step if o.decision else None for o in outcomes]
+    assert steps[-1] == STEP_TO_ZERO, steps
+    assert "no activity for 10.0s" in outcomes[-1].decision.reason  # type: ignore[union-attr]
+    assert scaler.writes == [("shop/orders", 0)]
+    assert outcomes[1].cooldown_left == pytest.approx(5.0, abs=1e-9)
+
+
+def test_a_tick_further_off_its_slot_takes_its_own_time() -> None:
+    # Poll 5, cooldown 10: the second idle tick starts 2 s late (a stall): 12.008 s after the
+    # active one, on no slot; it takes its own time and goes to zero, idle 12.0 s.
+    clock = Clock()
+    source = FakeSource(orders=20)
+    scaler = FakeScaler(orders=FakeDeployment(4))
+    engine = Engine(source, scaler, clock=clock)
+    rule = replace(make_rule(), polling_interval=5.0, cooldown_period=10.0)
+    clock.now = T0
+    engine.evaluate(rule)
+    source.lengths["orders"] = 0
+    clock.now = T0 + 5.0
+    assert engine.evaluate(rule).wrote is False
+    clock.now = T0 + 12.0
+    zeroed = engine.evaluate(rule)
+    assert zeroed.wrote is True
+    assert "no activity for 12.0s" in zeroed.decision.reason  # type: ignore[union-attr]
+
+
+# (name, interval per tick, start times, expected tick times), all relative to T0
+TICK_CLOCK_CASES = [
+    ("on time", [5.0] * 3, [0.0, 5.0, 10.0], [0.0, 5.0, 10.0]),
+    ("late by different amounts", [5.0] * 4, [0.008, 5.001, 10.02, 15.0],
+     [0.008, 5.008, 10.008, 15.008]),
+    ("a missed slot", [5.0] * 3, [0.0, 5.003, 15.001], [0.0, 5.0, 15.0]),
+    ("within a quarter either way", [4.0] * 3, [0.0, 5.0, 7.0], [0.0, 4.0, 8.0]),
+    ("a stall starts the schedule again", [5.0] * 4, [0.0, 7.6, 12.6, 17.61],
+     [0.0, 7.6, 12.6, 17.6]),
+    ("the interval changed", [5.0, 5.0, 2.0, 2.0], [0.0, 5.0, 8.0, 10.0], [0.0, 5.0, 8.0, 10.0]),
+    ("never backwards", [5.0] * 3, [0.0, 4.0, 4.1], [0.0, 5.0, 5.0]),  # 4.0 snaps ahead to 5.0
+    ("two starts on one slot", [5.0] * 3, [0.0, 5.9, 6.0], [0.0, 5.0, 6.0]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("intervals", "starts", "expected"),
+    [case[1:] for case in TICK_CLOCK_CASES],
+    ids=[case[0] for case in TICK_CLOCK_CASES],
+)
+def test_tick_clock_puts_ticks_on_their_slots(
+    intervals: list[float], starts: list[float], expected: list[float]
+) -> None:
+    tick_clock = TickClock()
+    times = [tick_clock.time_of(T0 + s, i) - T0 for s, i in zip(starts, intervals, strict=True)]
+    assert times == pytest.approx(expected, abs=1e-9)
+    assert times == sorted(times)

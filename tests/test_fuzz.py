@@ -24,17 +24,19 @@ successful write):
 - no pause and no fallback, current in [minReplicas, maxReplicas]: the target is in the bounds;
 - current outside the bounds: the target lies between current and the bounds (it never moves
   away from them), and it is outside the bounds only when every reading failed, when a reading
-  failed and current is above maxReplicas (no scale-down on a failed tick), or when that
-  direction's rate policies (or selectPolicy Disabled) limit the step;
+  failed and current is above maxReplicas (no scale-down on a failed tick), or when the rate
+  policies (or selectPolicy Disabled) limit a step to zero or from zero; as the HPA, a count
+  above maxReplicas goes to it whatever the policies;
 - a tick with a failed reading never scales down, unless the fallback runs;
 - with a fallback, from the failureThreshold-th failed tick in a row (a pause starts the count
   afresh) the target is fallback.replicas, and the fallback step never runs before;
 - a paused tick leaves current alone, or sets the paused-replicas count;
 - no step moves more than the behavior policies allow within each policy's period (the HPA's
-  rule: Pods adds or removes at most `value` per period, Percent at most `value` % of the count
-  at the start of the period, selectPolicy Max lets the most permissive policy decide and Min the
-  strictest, Disabled forbids the direction); lifts to minReplicas, one replica from zero, the
-  fallback and paused-replicas are not rate-limited.
+  rule: the period starts at current - replicas added + replicas removed within it, scale events
+  of both directions counted; from there Pods allows `value` more or fewer, Percent `value` %;
+  selectPolicy Max lets the most permissive policy decide and Min the strictest, Disabled forbids
+  the direction); lifts to minReplicas, cuts to maxReplicas, one replica from zero, the fallback
+  and paused-replicas are not rate-limited.
 """
 
 from __future__ import annotations
@@ -625,21 +627,19 @@ def rate_allowed(
     up = target > current
     verdicts = []
     for policy in rules.policies:
-        recent = [r.change for r in history if r.time > now - policy.period_seconds]
+        # The HPA's period start: current - added + removed, counting both directions.
+        start = current - sum(r.change for r in history if r.time > now - policy.period_seconds)
         if up:
-            added = sum(c for c in recent if c > 0)
             if policy.type == "Pods":
-                verdicts.append(target - current + added <= policy.value)
+                verdicts.append(target <= max(start + policy.value, current))
             else:
-                start = current - added
-                verdicts.append(target <= math.ceil(start * (1 + policy.value / 100)))
+                limit = math.ceil(start * (1 + policy.value / 100))
+                verdicts.append(target <= max(limit, current))
         else:
-            removed = -sum(c for c in recent if c < 0)
             if policy.type == "Pods":
-                verdicts.append(current - target + removed <= policy.value)
+                verdicts.append(target >= min(start - policy.value, current))
             else:
-                start = current + removed
-                verdicts.append(target >= math.floor(start * (1 - policy.value / 100)))
+                verdicts.append(target >= min(int(start * (1 - policy.value / 100)), current))
     return any(verdicts) if rules.select_policy == "Max" else all(verdicts)
 
 
@@ -710,8 +710,10 @@ def test_decisions_over_arbitrary_ticks_keep_every_promise(
             if target != current:
                 lifts = target <= lo and target > current  # to minReplicas, not rate-limited
                 wakes = current == 0 and target == 1  # one replica from zero is always allowed
+                # Above maxReplicas, as the HPA: straight to it, whatever the policies.
+                cut_to_max = current > hi and target == hi
                 direction = behavior.scale_up if target > current else behavior.scale_down
-                if not (lifts or wakes):
+                if not (lifts or wakes or cut_to_max):
                     assert rate_allowed(direction, history, now, current, target), (
                         f"rate policies exceeded: {what}; recent {history[-6:]}"
                     )

@@ -242,7 +242,7 @@ STEP_CASES = [
     ("rate-disabled", make_rule(behavior=UP_DISABLED), [ok(50)], 2, initial_state(T0), T0, None,
      2, policy.STEP_RATE),
     ("rate-used-up", make_rule(behavior=ONE_POD_PER_MINUTE), [ok(50)], 2,
-     RuleState(T0, scale_events=((T0 - 10, 1),)), T0, None, 2, policy.STEP_RATE),
+     RuleState(T0, scale_events=((T0 - 10, 1),), seeded=True), T0, None, 2, policy.STEP_RATE),
     ("failed", make_rule(), [failed()], 3, initial_state(T0), T0, None, 3, policy.STEP_FAILED),
     ("fallback", make_rule(fallback=Fallback(1, 5)), [failed()], 3, initial_state(T0), T0, None,
      5, policy.STEP_FALLBACK),

@@ -35,6 +35,8 @@ import pymysql
 import pytest
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.support.servers.beanstalkd import BeanstalkdServer
 from tests.support.servers.mariadb import MariaDbServer
@@ -52,6 +54,8 @@ from tests.support.servers.redis import RedisServer
 from tests.support.servers.sqs import SqsServer
 
 DEADLINE_SECONDS = 30.0
+# redis-py 8 retries a refused login 3 times with backoff (about 4 s) unless told not to.
+NO_RETRY = Retry(NoBackoff(), 0)
 
 
 def unique_name(prefix: str) -> str:
@@ -173,7 +177,7 @@ def test_redis_checks_passwords(redis_server: RedisServer) -> None:
     default_user.close()
     for username, password in ((redis_server.username, "wrong"), (None, "wrong"), (None, None)):
         client = redis.Redis(
-            host="127.0.0.1", port=port, username=username, password=password, retry=None
+            host="127.0.0.1", port=port, username=username, password=password, retry=NO_RETRY
         )
         with pytest.raises(redis.AuthenticationError):
             client.ping()

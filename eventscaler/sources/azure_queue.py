@@ -213,6 +213,11 @@ class AzureQueue(SourceType):
             return float(max(backlog - in_flight, 0))
         return float(backlog)
 
+    def credential_envs(self, fields: Mapping[str, Any]) -> list[str]:
+        if fields.get("accountName"):
+            return []  # Azure AD: the autoscaler's own identity, no variable
+        return [str(fields.get("connectionFromEnv") or DEFAULT_CONNECTION_ENV)]
+
     def from_keda(self, keda: KedaTrigger) -> dict[str, Any] | None:
         metadata = keda.metadata
         if not metadata.get("queueName"):
@@ -241,12 +246,15 @@ class AzureQueue(SourceType):
                 )
         _keda_credentials(keda, out)
         for key in metadata:
-            if key not in self.keys():
+            if key not in self.keys() and key not in KEDA_ONLY_KEYS:
                 keda.lost(f"metadata.{key}", "not an azure-queue setting eventscaler knows")
         return out
 
 
 SOURCE_TYPE = AzureQueue()
+# KEDA metadata convert reads that the rule file spells otherwise (v1's `connection`).
+KEDA_ONLY_KEYS = {"connection"}
+V1_DEFAULT_CONNECTION_ENV = "AzureWebJobsStorage"
 
 
 def azure_queue_trigger(
@@ -788,14 +796,14 @@ def _first_line(text: str) -> str:
 
 def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> None:
     metadata = keda.metadata
-    env, account = metadata.get("connectionFromEnv"), metadata.get("accountName")
+    env, account = _keda_connection_env(keda), metadata.get("accountName")
     if env:
         out["connectionFromEnv"] = str(env)
         keda.note(
-            "metadata.connectionFromEnv",
+            "metadata.connectionFromEnv" if "connectionFromEnv" in metadata else "metadata",
             f"KEDA reads {env} from the scaled Deployment's container; eventscaler reads it "
             f"from its own: give the autoscaler's container an env var {env} from the same "
-            "Secret (copied to the autoscaler's namespace)",
+            "Secret (`convert --out DIR` writes that env entry when it finds the Deployment)",
         )
         for key in ("accountName", "cloud", "endpointSuffix"):
             if key in metadata:
@@ -806,9 +814,7 @@ def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> None:
                 )
     elif account:
         out["accountName"] = str(account)
-        for key in ("cloud", "endpointSuffix"):
-            if key in metadata:
-                out[key] = str(metadata[key])
+        _keda_cloud(keda, out)
         keda.note(
             "metadata.accountName",
             f"eventscaler reads account {account} with its own Azure AD identity "
@@ -824,6 +830,61 @@ def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> None:
             "no connectionFromEnv nor authenticationRef (KEDA would refuse "
             "it): the rule reads the connection string from "
             f"{DEFAULT_CONNECTION_ENV}",
+        )
+
+
+def _keda_connection_env(keda: KedaTrigger) -> str | None:
+    """connectionFromEnv, or KEDA v1's `connection` (the same: the name of the worker's env var
+    holding the connection string), or v1's default when neither nor any other credential is
+    given."""
+    metadata = keda.metadata
+    if metadata.get("connectionFromEnv"):
+        return str(metadata["connectionFromEnv"])
+    if metadata.get("connection"):
+        keda.note(
+            "metadata.connection",
+            "KEDA v1's name for connectionFromEnv (the worker's env "
+            f"var holding the connection string): written as connectionFromEnv "
+            f"{metadata['connection']}",
+        )
+        return str(metadata["connection"])
+    no_other = not metadata.get("accountName") and not isinstance(keda.auth_ref, Mapping)
+    if keda.v1 and no_other:
+        keda.note(
+            "metadata",
+            f"no connection given: KEDA v1 read {V1_DEFAULT_CONNECTION_ENV}, and so does this rule",
+        )
+        return V1_DEFAULT_CONNECTION_ENV
+    return None
+
+
+def _keda_cloud(keda: KedaTrigger, out: dict[str, Any]) -> None:
+    """KEDA's cloud: empty means the public cloud, and endpointSuffix counts only with Private."""
+    metadata = keda.metadata
+    cloud = str(metadata.get("cloud") or "").strip()
+    canonical = {c.lower(): c for c in CLOUD_SUFFIXES}.get(cloud.lower() or "azurepubliccloud")
+    suffix = str(metadata.get("endpointSuffix") or "").strip()
+    if canonical is None:
+        keda.lost(
+            "metadata.cloud",
+            f"unknown cloud {cloud!r} (KEDA would refuse it): left out, the public cloud applies",
+        )
+        canonical = "AzurePublicCloud"
+    if canonical == "Private" and not suffix:
+        keda.lost(
+            "metadata.endpointSuffix",
+            "cloud Private needs endpointSuffix (KEDA would "
+            "refuse it): left out, the public cloud applies",
+        )
+        canonical = "AzurePublicCloud"
+    if canonical != "AzurePublicCloud":
+        out["cloud"] = canonical
+    if canonical == "Private":
+        out["endpointSuffix"] = suffix
+    elif "endpointSuffix" in metadata:
+        keda.note(
+            "metadata.endpointSuffix",
+            f"ignored, as KEDA ignores it with cloud {canonical}: its own suffix applies",
         )
 
 

@@ -157,6 +157,11 @@ class SourceType:
         `in_flight` of them taken by workers. Most count both (a message leaves on completion)."""
         return float(backlog)
 
+    def credential_envs(self, fields: Mapping[str, Any]) -> list[str]:
+        """The environment variables a trigger with these rule-file fields reads its secrets
+        from (convert finds where the scaled workload gets them)."""
+        return [str(fields[f.key]) for f in self.fields if f.secret_env and fields.get(f.key)]
+
     def from_keda(self, keda: KedaTrigger) -> dict[str, Any] | None:
         """The rule file's fields for a KEDA trigger of this type (None: not convertible, said
         through `keda.lost`). By default every metadata key this source knows, as is, the target
@@ -182,6 +187,7 @@ class SourceType:
 class KedaTrigger(Protocol):
     """What convert hands a source to map one KEDA trigger (see eventscaler/convert.py)."""
 
+    v1: bool  # a KEDA v1 ScaledObject (keda.k8s.io): v1's field names and defaults apply
     metadata: Mapping[str, Any]
     auth_ref: Any  # the trigger's authenticationRef, as written
     auth: Mapping[str, Any] | None  # the TriggerAuthentication it names, when in the input

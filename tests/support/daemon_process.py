@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tests.support.waiting import WAIT_SCALE
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCALED = re.compile(r"(\S+/\S+): scaled (\d+) -> (\d+)")
 
@@ -27,6 +29,9 @@ class DaemonProcess:
         self.args = [sys.executable, str(REPO_ROOT / "autoscaler.py"), *args]
         self._env = {**os.environ, **(env or {})}
         self._env.pop("KUBECONFIG", None)  # never fall back to a developer's own cluster
+        # The health port defaults to 8080: a test that does not choose one gets a free port, so
+        # two daemons (two tests, or this suite beside another process) never collide.
+        self._env.setdefault("AUTOSCALER_HEALTH_PORT", "0")
         self._lines: list[str] = []
         self._lock = threading.Lock()
         self.process: subprocess.Popen[str] | None = None
@@ -60,7 +65,7 @@ class DaemonProcess:
         return [(m[1], int(m[2]), int(m[3])) for m in SCALED.finditer(self.output)]
 
     def wait_for_output(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * WAIT_SCALE
         while time.monotonic() < deadline:
             match = re.search(pattern, self.output)
             if match:

@@ -36,7 +36,7 @@ def _serve(server_class: type[S]) -> Iterator[S]:
     failure = None
     try:
         server.start()
-    except ServerError as error:
+    except (ServerError, TimeoutError) as error:
         server.close()
         failure = f"{server_class.name} test server: {error}"
     if failure is not None:  # outside the except block, so the message is not shown twice

@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import IO, Any, ClassVar, Self
 
 HOST = "127.0.0.1"
 STOP_TIMEOUT_SECONDS = 20.0
@@ -144,9 +144,6 @@ class ServerProcess:
     def _bootstrap(self) -> None:
         """Once, after the first ready: users, passwords, databases."""
 
-    def _stop_signal_for(self, label: str) -> signal.Signals:
-        return self.stop_signal
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Self:
@@ -174,8 +171,8 @@ class ServerProcess:
     def stop(self) -> None:
         """Stop every process (last started first) by its process group. Safe to call twice."""
         while self._processes:
-            label, process = self._processes.pop()
-            _stop_group(process, self._stop_signal_for(label))
+            _, process = self._processes.pop()
+            _stop_group(process, self.stop_signal)
 
     def restart(self) -> Self:
         """Stop, then start on the same ports and in the same temp dir."""
@@ -251,7 +248,7 @@ class ServerProcess:
     def _spawn(
         self,
         label: str,
-        argv: Sequence[str | Path],
+        argv: Sequence[object],
         env: Mapping[str, str] | None = None,
         user: pwd.struct_passwd | None = None,
     ) -> subprocess.Popen[bytes]:
@@ -259,20 +256,15 @@ class ServerProcess:
         with self.log_path(label).open("ab") as log:
             process = subprocess.Popen(
                 [str(arg) for arg in argv],
-                cwd=self.directory,
-                env=dict(env) if env is not None else None,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
                 start_new_session=True,
-                **_as_user(user),
+                **self._child_options(log, env, user),
             )
         self._processes.append((label, process))
         return process
 
     def _run(
         self,
-        argv: Sequence[str | Path],
+        argv: Sequence[object],
         label: str,
         env: Mapping[str, str] | None = None,
         user: pwd.struct_passwd | None = None,
@@ -282,20 +274,31 @@ class ServerProcess:
         with self.log_path(label).open("ab") as log:
             result = subprocess.run(
                 [str(arg) for arg in argv],
-                cwd=self.directory,
-                env=dict(env) if env is not None else None,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
                 timeout=timeout,
                 check=False,
-                **_as_user(user),
+                **self._child_options(log, env, user),
             )
         if result.returncode != 0:
             raise ServerError(
-                f"{self.name}: {Path(argv[0]).name} exited with code {result.returncode}:\n"
+                f"{self.name}: {Path(str(argv[0])).name} exited with code {result.returncode}:\n"
                 f"{self.log_tail()}"
             )
+
+    def _child_options(
+        self, log: IO[bytes], env: Mapping[str, str] | None, user: pwd.struct_passwd | None
+    ) -> dict[str, Any]:
+        """Popen options of every child: in the temp dir, no stdin, output to its log."""
+        options: dict[str, Any] = {
+            "cwd": self.directory,
+            "env": dict(env) if env is not None else None,
+            "stdin": subprocess.DEVNULL,
+            "stdout": log,
+            "stderr": subprocess.STDOUT,
+        }
+        if user is not None and running_as_root():
+            # Drop root to `user`: its group only, none of root's supplementary groups.
+            options.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        return options
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout_seconds
@@ -315,13 +318,6 @@ class ServerProcess:
             return self._is_ready()
         except Exception:
             return False
-
-
-def _as_user(user: pwd.struct_passwd | None) -> dict[str, object]:
-    """Popen arguments that drop root to `user` (its group only, no root supplementary groups)."""
-    if user is None or not running_as_root():
-        return {}
-    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
 
 def _stop_group(process: subprocess.Popen[bytes], first_signal: signal.Signals) -> None:
