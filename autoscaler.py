@@ -28,6 +28,7 @@ from eventscaler.config import describe_rule, load_rules
 if TYPE_CHECKING:
     from eventscaler.daemon import Daemon
     from eventscaler.health import HealthServer
+    from eventscaler.kube import ApiClient
     from eventscaler.leader import LeaderElector
 
 logger = logging.getLogger("eventscaler")
@@ -215,7 +216,7 @@ def replica_identity(args: argparse.Namespace) -> str:
     return args.identity or os.environ.get("POD_NAME") or fallback
 
 
-def build_elector(args: argparse.Namespace, api_client: Any, identity: str) -> LeaderElector:
+def build_elector(args: argparse.Namespace, api_client: ApiClient, identity: str) -> LeaderElector:
     from eventscaler.kube import LeaseClient
     from eventscaler.leader import LeaderElector
 

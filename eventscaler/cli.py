@@ -89,6 +89,21 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     for flag in RUN_FLAGS:
         _add_flag(run, flag, environ)
+    _add_status_parser(commands, environ)
+    _add_validate_parser(commands, environ)
+    _add_simulate_parser(commands)
+    convert = commands.add_parser(
+        "convert",
+        help="KEDA ScaledObjects -> a rule file on stdout; what was not converted on stderr",
+    )
+    convert.add_argument("file", help="YAML with one or more ScaledObjects ('-' for stdin)")
+    return parser
+
+
+Commands = argparse._SubParsersAction
+
+
+def _add_status_parser(commands: Commands, environ: Mapping[str, str]) -> None:
     status = commands.add_parser(
         "status",
         help="a table of every rule: replicas, trigger values, cooldown, last scale, reason, error",
@@ -103,6 +118,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     for flag in RUN_FLAGS:
         _add_flag(status, flag, environ)
+
+
+def _add_validate_parser(commands: Commands, environ: Mapping[str, str]) -> None:
     validate = commands.add_parser(
         "validate",
         help="check a rule file: exit 0 and one line per rule, or exit 2 and every problem",
@@ -113,16 +131,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=environ.get("AUTOSCALER_NAMESPACES"),
         help="comma-separated namespace allow-list to check against (env AUTOSCALER_NAMESPACES)",
     )
-    _add_simulate_parser(commands)
-    convert = commands.add_parser(
-        "convert",
-        help="KEDA ScaledObjects -> a rule file on stdout; what was not converted on stderr",
-    )
-    convert.add_argument("file", help="YAML with one or more ScaledObjects ('-' for stdin)")
-    return parser
 
 
-def _add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_simulate_parser(commands: Commands) -> None:
     # The simulator's defaults and scenario names, for --help (light modules: no matplotlib).
     from eventscaler.scenarios import SCENARIOS
     from eventscaler.simulate import DEFAULT_PROCESSING_RATE, DEFAULT_STARTUP_SECONDS

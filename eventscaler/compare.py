@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from eventscaler.config import load_rules, parse_rules_text
+from eventscaler.config import Rule, load_rules, parse_rules_text
 from eventscaler.keda_model import MODEL_LABEL
 from eventscaler.plots import CAPTION, plot_runs
 from eventscaler.scenarios import DEFAULT_RULE_TEXT, SCENARIOS, Load, scenario
@@ -102,18 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    rule = DEFAULT_RULE
-    if args.config:
-        result = load_rules(args.config)
-        for problem in result.problems:
-            print(problem, file=sys.stderr)
-        try:
-            rule = pick_rule(result.rules, args.rule)
-        except LookupError as exc:
-            print(f"compare: error: {exc.args[0]}", file=sys.stderr)
-            return 2
-    if args.polling_interval is not None:
-        rule = replace(rule, polling_interval=args.polling_interval)
+    try:
+        rule = _rule_from(args)
+    except LookupError as exc:
+        print(f"compare: error: {exc.args[0]}", file=sys.stderr)
+        return 2
     if args.processing_rate <= 0 or args.startup_seconds < 0:
         print(
             "compare: error: --processing-rate must be > 0, --startup-seconds >= 0", file=sys.stderr
@@ -126,7 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(
             (load, compare_runs(rule, load, workers, initial_replicas=rule.min_replicas))
         )
-
     print(
         f"rule {rule.name}: {rule.min_replicas}..{rule.max_replicas} replicas, target "
         f"{rule.triggers[0].target:g} messages/replica, pollingInterval "
@@ -136,16 +128,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"{CAPTION}; oracle: the rule's arithmetic on the true backlog with no polling.\n")
     print(format_table(results, markdown=args.markdown))
-    if not args.no_plots:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            for load, runs in results:
-                plot_runs(runs, load, rule, workers, out / f"{load.name}.png")
-        except ImportError as exc:
-            print(f"compare: plots need matplotlib ({exc}): pip install -r requirements-dev.txt")
-            return 2
-        print(f"\nplots: {', '.join(str(out / f'{load.name}.png') for load, _ in results)}")
+    return 0 if args.no_plots else _write_plots(results, rule, workers, Path(args.out))
+
+
+def _rule_from(args: argparse.Namespace) -> Rule:
+    """The built-in rule, or the one --config and --rule name; LookupError if there is none."""
+    rule = DEFAULT_RULE
+    if args.config:
+        result = load_rules(args.config)
+        for problem in result.problems:
+            print(problem, file=sys.stderr)
+        rule = pick_rule(result.rules, args.rule)
+    if args.polling_interval is not None:
+        rule = replace(rule, polling_interval=args.polling_interval)
+    return rule
+
+
+def _write_plots(
+    results: Sequence[tuple[Load, Sequence[Run]]], rule: Rule, workers: WorkerModel, out: Path
+) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for load, runs in results:
+            plot_runs(runs, load, rule, workers, out / f"{load.name}.png")
+    except ImportError as exc:
+        print(f"compare: plots need matplotlib ({exc}): pip install -r requirements-dev.txt")
+        return 2
+    print(f"\nplots: {', '.join(str(out / f'{load.name}.png') for load, _ in results)}")
     return 0
 
 

@@ -185,7 +185,7 @@ class ConfigProblem:
 
     source: str
     where: str  # "rules[2] (hello-keda)", "defaults", or "" for the file itself
-    field: str  # dotted path inside `where`, e.g. "triggers[0].queueName"
+    field: str  # dotted path inside `where`, e.g. "triggers[0].metricType"
     message: str  # "expected a positive number, got 'ten'"
     rule_name: str | None = None  # the rule left out because of this problem, when named
 
@@ -444,34 +444,9 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
     name = check.take(
         lambda: parse_str(required(data, "name", "name"), "name", _RULE_NAME, "a rule name")
     )
-    namespace = check.take(
-        parse_str,
-        data.get("namespace", "default"),
-        "namespace",
-        _DNS_LABEL,
-        "a Kubernetes namespace name",
-    )
-    if namespace and allowed_namespaces is not None and namespace not in allowed_namespaces:
-        allowed = ", ".join(sorted(allowed_namespaces)) or "none"
-        check.errors.append(
-            ConfigError(
-                "namespace",
-                f"namespace {namespace!r} is not in this autoscaler's allow-list ({allowed})",
-            )
-        )
+    namespace = check.take(_parse_namespace, data.get("namespace", "default"), allowed_namespaces)
     scale_target = check.take(parse_scale_target, data)
-    min_replicas = check.take(
-        parse_int, data.get("minReplicas", DEFAULT_MIN_REPLICAS), "minReplicas", 0
-    )
-    max_replicas = check.take(
-        parse_int, data.get("maxReplicas", DEFAULT_MAX_REPLICAS), "maxReplicas", 1
-    )
-    if min_replicas is not None and max_replicas is not None and min_replicas > max_replicas:
-        check.errors.append(
-            ConfigError(
-                "minReplicas", f"must not exceed maxReplicas ({max_replicas}), got {min_replicas}"
-            )
-        )
+    bounds: tuple[int, int] | tuple[None, None] = check.take(_parse_bounds, data) or (None, None)
     triggers = check.take(_parse_triggers, data.get("triggers"))
     values = {
         "polling_interval": check.take(
@@ -484,23 +459,35 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
             parse_number, data.get("tolerance", DEFAULT_TOLERANCE), "tolerance", False
         ),
         "behavior": check.take(parse_behavior, data.get("behavior") or {}, "behavior"),
-        "fallback": None
-        if data.get("fallback") is None
-        else check.take(parse_fallback, data["fallback"], "fallback", max_replicas),
     }
+    if data.get("fallback") is not None:
+        values["fallback"] = check.take(parse_fallback, data["fallback"], "fallback", bounds[1])
     if data.get("scalingModifiers") is not None and triggers is not None:
         modifiers = check.take(parse_scaling_modifiers, data["scalingModifiers"], triggers)
         values["scaling_modifiers"] = modifiers
     check.raise_if_any()
-    return Rule(
-        name=name,
-        namespace=namespace,
-        scale_target=scale_target,
-        triggers=triggers,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        **values,
-    )
+    low, high = bounds
+    assert low is not None and high is not None  # raise_if_any() saw any error of theirs
+    return Rule(name, namespace, scale_target, triggers, low, high, **values)
+
+
+def _parse_namespace(value: Any, allowed: Collection[str] | None) -> str:
+    namespace = parse_str(value, "namespace", _DNS_LABEL, "a Kubernetes namespace name")
+    if allowed is not None and namespace not in allowed:
+        shown = ", ".join(sorted(allowed)) or "none"
+        message = f"namespace {namespace!r} is not in this autoscaler's allow-list ({shown})"
+        raise ConfigError("namespace", message)
+    return namespace
+
+
+def _parse_bounds(data: Mapping[str, Any]) -> tuple[int, int]:
+    check = Collector()
+    low = check.take(parse_int, data.get("minReplicas", DEFAULT_MIN_REPLICAS), "minReplicas", 0)
+    high = check.take(parse_int, data.get("maxReplicas", DEFAULT_MAX_REPLICAS), "maxReplicas", 1)
+    if low is not None and high is not None and low > high:
+        check.add("minReplicas", f"must not exceed maxReplicas ({high}), got {low}")
+    check.raise_if_any()
+    return low, high
 
 
 def _parse_triggers(triggers: Any) -> tuple[Trigger, ...]:

@@ -234,6 +234,9 @@ class _ScaledObject:
         behavior = self._advanced()
         if behavior:
             rule["behavior"] = behavior
+        modifiers = self._scaling_modifiers()
+        if modifiers:
+            rule["scalingModifiers"] = modifiers
         fallback = self._fallback()
         if fallback:
             rule["fallback"] = fallback
@@ -358,6 +361,7 @@ class _ScaledObject:
     # -- the rest of the spec
 
     def _advanced(self) -> dict[str, Any] | None:
+        """The HPA behavior of `advanced`; its other keys are reported (scalingModifiers aside)."""
         advanced = self.spec.get("advanced") or {}
         if not isinstance(advanced, Mapping):
             self.lost("spec.advanced", f"expected a mapping, got {advanced!r}")
@@ -365,46 +369,66 @@ class _ScaledObject:
         for key in advanced:
             field = f"spec.advanced.{key}"
             if key == "restoreToOriginalReplicaCount":
-                self.lost(
-                    field,
-                    "eventscaler has no equivalent: removing a rule leaves the "
-                    "replicas as they are",
-                )
-            elif key == "scalingModifiers":
-                self.lost(
-                    field,
-                    "no formulas in the rule file: the rule takes the highest "
-                    "trigger's ask (KEDA's behaviour without scalingModifiers)",
-                )
-            elif key != "horizontalPodAutoscalerConfig":
+                self.lost(field, "eventscaler has no equivalent: removing a rule leaves the "
+                                 "replicas as they are")  # fmt: skip
+            elif key not in ("horizontalPodAutoscalerConfig", "scalingModifiers"):
                 self.lost(field, "not a field eventscaler knows")
         hpa = advanced.get("horizontalPodAutoscalerConfig") or {}
         if isinstance(hpa, Mapping) and hpa.get("name"):
-            self.note(
-                "spec.advanced.horizontalPodAutoscalerConfig.name",
-                "dropped: eventscaler creates no HPA",
-            )
+            self.note("spec.advanced.horizontalPodAutoscalerConfig.name",
+                      "dropped: eventscaler creates no HPA")  # fmt: skip
         behavior = hpa.get("behavior") if isinstance(hpa, Mapping) else None
         out: dict[str, Any] = {}
         for direction in ("scaleUp", "scaleDown"):
-            rules = (behavior or {}).get(direction) if isinstance(behavior, Mapping) else None
-            field = f"spec.advanced.horizontalPodAutoscalerConfig.behavior.{direction}"
-            if isinstance(rules, Mapping):
-                out[direction] = {k: rules[k] for k in BEHAVIOR_RULE_FIELDS if k in rules}
-                for key in rules:
-                    if key not in BEHAVIOR_RULE_FIELDS:
-                        self.lost(f"{field}.{key}", "not supported by the rule file's behavior")
-            if direction == "scaleUp" and not (
-                isinstance(rules, Mapping) and rules.get("policies")
-            ):
-                self.note(
-                    field,
-                    "KEDA's HPA adds at most 4 pods or 100 % per 15 s by default; "
-                    "eventscaler scales up at once. To keep KEDA's pace add behavior: "
-                    "{scaleUp: {policies: [{type: Pods, value: 4, periodSeconds: 15}, "
-                    "{type: Percent, value: 100, periodSeconds: 15}]}}",
-                )
+            rules = behavior.get(direction) if isinstance(behavior, Mapping) else None
+            mapped = self._behavior_direction(direction, rules)
+            if mapped is not None:
+                out[direction] = mapped
         return out or None
+
+    def _behavior_direction(self, direction: str, rules: Any) -> dict[str, Any] | None:
+        field = f"spec.advanced.horizontalPodAutoscalerConfig.behavior.{direction}"
+        if direction == "scaleUp" and not (isinstance(rules, Mapping) and rules.get("policies")):
+            self.note(
+                field,
+                "KEDA's HPA adds at most 4 pods or 100 % per 15 s by default; "
+                "eventscaler scales up at once. To keep KEDA's pace add behavior: "
+                "{scaleUp: {policies: [{type: Pods, value: 4, periodSeconds: 15}, "
+                "{type: Percent, value: 100, periodSeconds: 15}]}}",
+            )
+        if not isinstance(rules, Mapping):
+            return None
+        for key in rules:
+            if key not in BEHAVIOR_RULE_FIELDS:
+                self.lost(f"{field}.{key}", "not supported by the rule file's behavior")
+        return {k: rules[k] for k in BEHAVIOR_RULE_FIELDS if k in rules}
+
+    def _scaling_modifiers(self) -> dict[str, Any] | None:
+        """KEDA's advanced.scalingModifiers, field by field (the loader checks the formula)."""
+        advanced = self.spec.get("advanced")
+        modifiers = advanced.get("scalingModifiers") if isinstance(advanced, Mapping) else None
+        if modifiers is None:
+            return None
+        field = "spec.advanced.scalingModifiers"
+        if not isinstance(modifiers, Mapping) or not modifiers.get("formula"):
+            self.lost(field, "no formula: the rule takes the highest trigger's ask")
+            return None
+        out: dict[str, Any] = {"formula": str(modifiers["formula"])}
+        for key in ("target", "activationTarget"):
+            number = _number(modifiers.get(key)) if key in modifiers else None
+            if number is not None:
+                out[key] = number
+            elif key in modifiers:
+                self.lost(f"{field}.{key}", f"expected a number, got {modifiers[key]!r}")
+        if "metricType" in modifiers:
+            out["metricType"] = str(modifiers["metricType"])
+        for key in modifiers:
+            if key not in out and key not in ("target", "activationTarget"):
+                self.lost(f"{field}.{key}", "not a scalingModifiers field eventscaler knows")
+        if "target" not in out:
+            self.lost(f"{field}.target", "missing: KEDA requires it; the formula is left out")
+            return None
+        return out
 
     def _fallback(self) -> dict[str, Any] | None:
         fallback = self.spec.get("fallback")
@@ -472,9 +496,10 @@ class _ScaledObject:
 # The whole input
 
 
-def convert_text(text: str, source: str) -> Conversion:
-    """Convert every ScaledObject in `text`. Raises ConvertError if the YAML cannot be read."""
-    documents = _documents(text)
+def _trigger_authentications(
+    documents: list[Any],
+) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    """(Cluster)TriggerAuthentications by (kind, namespace, name), for authenticationRef."""
     auths: dict[tuple[str, str, str], Mapping[str, Any]] = {}
     for document in documents:
         for kind in ("TriggerAuthentication", "ClusterTriggerAuthentication"):
@@ -485,6 +510,13 @@ def convert_text(text: str, source: str) -> Conversion:
                 if kind == "TriggerAuthentication" and not namespace:
                     key = (kind, "default", key[2])
                 auths[key] = document
+    return auths
+
+
+def convert_text(text: str, source: str) -> Conversion:
+    """Convert every ScaledObject in `text`. Raises ConvertError if the YAML cannot be read."""
+    documents = _documents(text)
+    auths = _trigger_authentications(documents)
 
     rules: list[dict[str, Any]] = []
     sources: list[str] = []

@@ -151,42 +151,9 @@ class Daemon:
             logger.error("rule file problem: %s", problem)
         with self._lock:
             previous = self.rules
-            self.rules = rules_in_force(previous, result)
-            unnamed = _unnamed_rejected_entries(result)
-            if unnamed:
-                # A rejected entry without a readable name (a misspelt `name:`) may be any rule in
-                # force: none of them stops for being absent from this file.
-                absent = sorted(previous.keys() - self.rules.keys())
-                self.rules.update((name, previous[name]) for name in absent)
-                if absent:
-                    logger.error(
-                        "rule file %s: %s rejected without a readable name: keeping %s",
-                        result.source, ", ".join(unnamed), ", ".join(absent),
-                    )  # fmt: skip
+            self.rules = _keep_unnamed(previous, rules_in_force(previous, result), result)
             current = dict(self.rules)
-        if result.fatal:
-            kept = (
-                f"keeping the {len(current)} rule(s) in force" if current else "no rules in force"
-            )
-            logger.error("rule file %s rejected: %s", result.source, kept)
-        else:
-            added = current.keys() - previous.keys()
-            removed = previous.keys() - current.keys()
-            changed = {n for n in current.keys() & previous.keys() if current[n] != previous[n]}
-            for name in sorted(added | changed):
-                logger.info(
-                    "rule %s: %s",
-                    "added" if name in added else "changed",
-                    describe_rule(current[name]),
-                )
-            for name in sorted(removed):
-                logger.info("rule removed: %s", name)
-            logger.info(
-                "rule file %s loaded: %d rule(s) in force, %d problem(s)",
-                result.source,
-                len(current),
-                len(result.problems),
-            )
+        _log_load(result, previous, current)
         self.health.rules_loaded = bool(current) or not result.problems
         self.health.last_load_error = str(result.problems[0]) if result.problems else None
         self.engine.forget_rules_except(current.values())
@@ -258,6 +225,40 @@ class Daemon:
                 if old is None
                 else now + timedelta(seconds=rule.polling_interval),
             )
+
+
+def _keep_unnamed(
+    previous: dict[str, Rule], in_force: dict[str, Rule], result: LoadResult
+) -> dict[str, Rule]:
+    """A rejected entry without a readable name (a misspelt `name:`) may be any rule in force:
+    none of them stops for being absent from this file."""
+    unnamed = _unnamed_rejected_entries(result)
+    absent = sorted(previous.keys() - in_force.keys()) if unnamed else []
+    if absent:
+        in_force.update((name, previous[name]) for name in absent)
+        logger.error(
+            "rule file %s: %s rejected without a readable name: keeping %s",
+            result.source, ", ".join(unnamed), ", ".join(absent),
+        )  # fmt: skip
+    return in_force
+
+
+def _log_load(result: LoadResult, previous: dict[str, Rule], current: dict[str, Rule]) -> None:
+    if result.fatal:
+        kept = f"keeping the {len(current)} rule(s) in force" if current else "no rules in force"
+        logger.error("rule file %s rejected: %s", result.source, kept)
+        return
+    added = current.keys() - previous.keys()
+    changed = {n for n in current.keys() & previous.keys() if current[n] != previous[n]}
+    for name in sorted(added | changed):
+        what = "added" if name in added else "changed"
+        logger.info("rule %s: %s", what, describe_rule(current[name]))
+    for name in sorted(previous.keys() - current.keys()):
+        logger.info("rule removed: %s", name)
+    logger.info(
+        "rule file %s loaded: %d rule(s) in force, %d problem(s)",
+        result.source, len(current), len(result.problems),
+    )  # fmt: skip
 
 
 # ConfigProblem.where of a rule entry whose name could not be read: "rules[3]", not "rules[3] (x)".

@@ -402,22 +402,16 @@ class EventRecorder:
         reason: str,
         message: str,
     ) -> None:
-        body = self.event_body(namespace, ref, uid, event_type, reason, message)
+        body = self._event_about(namespace, ref, uid)
+        body.update(reason=reason, message=message[:MAX_EVENT_MESSAGE], type=event_type)
         path = f"/api/v1/namespaces/{quote(namespace)}/events"
         call(
             "create event for", _what(namespace, ref),
             lambda: self._api.request("POST", path, body, timeout=self._timeout), retried=False,
         )  # fmt: skip
 
-    def event_body(
-        self,
-        namespace: str,
-        ref: ScaleTargetRef,
-        uid: str,
-        event_type: str,
-        reason: str,
-        message: str,
-    ) -> dict[str, Any]:
+    def _event_about(self, namespace: str, ref: ScaleTargetRef, uid: str) -> dict[str, Any]:
+        """A new core/v1 Event on the target, with its real apiVersion and kind."""
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         involved = {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name,
                     "namespace": namespace, "uid": uid}  # fmt: skip
@@ -427,9 +421,6 @@ class EventRecorder:
             # kubectl's naming: the object's name and a hex timestamp; valid for both events APIs.
             "metadata": {"name": f"{ref.name}.{time.time_ns():x}", "namespace": namespace},
             "involvedObject": involved,
-            "reason": reason,
-            "message": message[:MAX_EVENT_MESSAGE],
-            "type": event_type,
             "source": {"component": EVENT_COMPONENT},
             "reportingComponent": EVENT_COMPONENT,
             "reportingInstance": self._instance,

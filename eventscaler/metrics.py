@@ -21,90 +21,61 @@ RULE_LABELS = ("rule", "namespace", "target_kind", "target")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+# The declarations below are one metric each, kept on as few lines as reads well.
+# fmt: off
 class Metrics(ReloadListener):
     """Every metric the daemon exports; an engine observer, and told about reloads."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.trigger_value = Gauge(
-            "eventscaler_trigger_value",
-            "Last value read, per trigger: messages, lag, a query's result.",
-            (*RULE_LABELS, "trigger"),
-            registry=r,
-        )
+        self.registry = r = registry or CollectorRegistry()
+        per_rule, per_trigger = RULE_LABELS, (*RULE_LABELS, "trigger")
+        self.trigger_value = Gauge("eventscaler_trigger_value",
+            "Last value read, per trigger: messages, lag, a query's result.", per_trigger,
+            registry=r)
         # The name before sources became plug-ins, kept for one release (README: metrics).
-        self.queue_length = Gauge(
-            "eventscaler_queue_length_messages",
+        self.queue_length = Gauge("eventscaler_queue_length_messages",
             "Deprecated: the same as eventscaler_trigger_value; removed in the next release.",
-            (*RULE_LABELS, "trigger"),
-            registry=r,
-        )
-        self.desired = Gauge(
-            "eventscaler_desired_replicas", "Replicas the last decision asked for.",
-            RULE_LABELS, registry=r,
-        )  # fmt: skip
-        self.current = Gauge(
-            "eventscaler_current_replicas", "Replicas the target had at the last tick.",
-            RULE_LABELS, registry=r,
-        )  # fmt: skip
-        self.active = Gauge(
-            "eventscaler_rule_active", "1 when some trigger is above its activation threshold.",
-            RULE_LABELS, registry=r,
-        )  # fmt: skip
-        self.paused = Gauge(
-            "eventscaler_rule_paused", "1 while a pause annotation holds the target.",
-            RULE_LABELS, registry=r,
-        )  # fmt: skip
-        self.fallback = Gauge(
-            "eventscaler_rule_fallback_active", "1 while the rule runs its fallback replicas.",
-            RULE_LABELS, registry=r,
-        )  # fmt: skip
-        self.scale_operations = Counter(
-            "eventscaler_scale_operations_total",
-            "Scale writes by direction (up/down) and outcome (success/failure/dry_run).",
-            (*RULE_LABELS, "direction", "outcome"),
-            registry=r,
-        )
-        self.source_errors = Counter(
-            "eventscaler_source_errors_total",
-            "Failed source reads by trigger and kind (NotFound, Timeout, Unauthorized...).",
-            (*RULE_LABELS, "trigger", "kind"),
-            registry=r,
-        )
-        self.rule_errors = Counter(
-            "eventscaler_rule_errors_total",
-            "Ticks that could not do all they should, by kind (target-read, source-read...).",
-            (*RULE_LABELS, "kind"),
-            registry=r,
-        )
-        self.last_success = Gauge(
-            "eventscaler_last_successful_poll_timestamp_seconds",
+            per_trigger, registry=r)
+        self.desired = Gauge("eventscaler_desired_replicas",
+            "Replicas the last decision asked for.", per_rule, registry=r)
+        self.current = Gauge("eventscaler_current_replicas",
+            "Replicas the target had at the last tick.", per_rule, registry=r)
+        self.active = Gauge("eventscaler_rule_active",
+            "1 when some trigger is above its activation threshold.", per_rule, registry=r)
+        self.paused = Gauge("eventscaler_rule_paused",
+            "1 while a pause annotation holds the target.", per_rule, registry=r)
+        self.fallback = Gauge("eventscaler_rule_fallback_active",
+            "1 while the rule runs its fallback replicas.", per_rule, registry=r)
+        self.last_success = Gauge("eventscaler_last_successful_poll_timestamp_seconds",
             "Unix time of the rule's last tick with every reading and call successful.",
-            RULE_LABELS,
-            registry=r,
-        )
-        self.decision_duration = Histogram(
-            "eventscaler_tick_duration_seconds",
-            "Time one tick of one rule takes: queue reads, target read, decision, write.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
-        )
-        self.rules_loaded = Gauge(
-            "eventscaler_rules_loaded", "Rules in force.", registry=r
-        )  # fmt: skip
-        self.reload_failures = Counter(
-            "eventscaler_config_reload_failures_total",
-            "Rule file loads with problems (the last good rules stay in force).",
-            registry=r,
-        )
-        self.is_leader = Gauge(
-            "eventscaler_leader", "1 when this replica may scale (leader, or no election).",
-            registry=r,
-        )  # fmt: skip
+            per_rule, registry=r)
+        self._counters(r)
+        self._process_metrics(r)
         self._triggers: dict[str, set[str]] = {}  # rule -> trigger labels seen, for removal
         self._lock = threading.Lock()
 
+    def _counters(self, r: CollectorRegistry) -> None:
+        self.scale_operations = Counter("eventscaler_scale_operations_total",
+            "Scale writes by direction (up/down) and outcome (success/failure/dry_run).",
+            (*RULE_LABELS, "direction", "outcome"), registry=r)
+        self.source_errors = Counter("eventscaler_source_errors_total",
+            "Failed source reads by trigger and kind (NotFound, Timeout, Unauthorized...).",
+            (*RULE_LABELS, "trigger", "kind"), registry=r)
+        self.rule_errors = Counter("eventscaler_rule_errors_total",
+            "Ticks that could not do all they should, by kind (target-read, source-read...).",
+            (*RULE_LABELS, "kind"), registry=r)
+
+    def _process_metrics(self, r: CollectorRegistry) -> None:
+        self.decision_duration = Histogram("eventscaler_tick_duration_seconds",
+            "Time one tick of one rule takes: source reads, target read, decision, write.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.rules_loaded = Gauge("eventscaler_rules_loaded", "Rules in force.", registry=r)
+        self.reload_failures = Counter("eventscaler_config_reload_failures_total",
+            "Rule file loads with problems (the last good rules stay in force).", registry=r)
+        self.is_leader = Gauge("eventscaler_leader",
+            "1 when this replica may scale (leader, or no election).", registry=r)
+
+    # fmt: on
     def observe(self, outcome: Outcome) -> None:
         rule = outcome.rule
         labels = (rule.name, rule.namespace, rule.scale_target.kind, rule.scale_target.name)

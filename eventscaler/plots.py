@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from eventscaler.config import Rule
 from eventscaler.keda_model import MODEL_LABEL
@@ -35,15 +36,7 @@ def plot_runs(
     last_write = max((w.time for run in runs for w in run.writes), default=load.duration)
     right = min(load.duration, max(last_write * 1.08 + 20.0, 60.0))
     for run in runs:
-        color = COLORS.get(run.label)
-        width = 1.2 if run.label == "oracle" else 2.0
-        style = ":" if run.label == "oracle" else "-"
-        times = [s.time for s in run.samples]
-        label = LEGEND.get(run.label, run.label)
-        top.plot(times, [s.backlog for s in run.samples], style, color=color, lw=width, label=label)
-        bottom.step(
-            times, [s.replicas for s in run.samples], style, where="post", color=color, lw=width
-        )
+        _draw(run, top, bottom)
     top.set_ylabel("backlog (messages)")
     bottom.set_ylabel("replicas")
     bottom.set_xlabel("time (s)")
@@ -66,3 +59,16 @@ def plot_runs(
     )
     figure.savefig(path)
     plt.close(figure)
+
+
+def _draw(run: Run, top: Any, bottom: Any) -> None:
+    """One run: its backlog on the top axes, its replicas on the bottom ones."""
+    color = COLORS.get(run.label)
+    width = 1.2 if run.label == "oracle" else 2.0
+    style = ":" if run.label == "oracle" else "-"
+    times = [s.time for s in run.samples]
+    label = LEGEND.get(run.label, run.label)
+    top.plot(times, [s.backlog for s in run.samples], style, color=color, lw=width, label=label)
+    bottom.step(
+        times, [s.replicas for s in run.samples], style, where="post", color=color, lw=width
+    )

@@ -42,7 +42,7 @@ class Reading:
     trigger: str
     value: float | None  # None when the read failed
     error: str | None = None
-    kind: str | None = None  # a short word for the failure (QueueNotFound, Timeout...), for metrics
+    kind: str | None = None  # a short word for the failure (NotFound, Timeout...), for metrics
 
     @property
     def ok(self) -> bool:

@@ -258,87 +258,118 @@ def simulate(
     duration: float | None = None,
 ) -> Run:
     """Run `load` through `controller` for `duration` seconds (default: the load's)."""
-    workers = workers or WorkerModel()
+    replay = _Replay(controller, rule, load, workers or WorkerModel(), initial_replicas)
     end = load.duration if duration is None else duration
-    world = _World(pods=[0.0] * initial_replicas)
-    arrivals = load.arrivals
-    first_message = load.first_arrival
-    q = min(t.target for t in rule.triggers)
-    floor = max(rule.min_replicas, 1)
-
-    def is_enough(backlog: float, ready: int) -> bool:
-        asked = math.ceil(backlog / q - _EPS) if backlog > _EPS else 0
-        return ready >= min(max(asked, floor), rule.max_replicas)
-
-    samples: list[Sample] = []
-    writes: list[ScaleWrite] = []
-    t, next_arrival, next_sample = 0.0, 0, 0
-    peak = backlog_area = replica_area = 0.0
-    enough_at = load_end = zero_at = None
     while True:
-        while next_arrival < len(arrivals) and arrivals[next_arrival][0] <= t + _EPS:
-            world.backlog += arrivals[next_arrival][1]
-            next_arrival += 1
-        if controller.due(t):
-            ready = world.ready(t)
-            view = BacklogView(
-                world.backlog, ready, read_values(rule, load, t, world.backlog, ready)
-            )
-            current = len(world.pods)
-            target, reason = controller.tick(t, view, current)
-            if target != current:
-                writes.append(ScaleWrite(t, current, target, reason))
-                world.resize(target, t + workers.startup_seconds, t)
-        ready = world.ready(t)
-        peak = max(peak, world.backlog)
-        waiting = first_message is not None and enough_at is None and t >= first_message - _EPS
-        if waiting and is_enough(world.backlog, ready):
-            enough_at, waiting = t, False
-        if load_end is None and next_arrival == len(arrivals) and world.backlog <= _EPS:
-            load_end = t if arrivals else None
-        if load_end is not None and zero_at is None and not world.pods:
-            zero_at = t
-        while next_sample * SAMPLE_INTERVAL <= t + _EPS:
-            samples.append(
-                Sample(next_sample * SAMPLE_INTERVAL, world.backlog, len(world.pods), ready)
-            )
-            next_sample += 1
-        if t >= end - _EPS:
+        replay.arrive()
+        replay.tick_if_due()
+        replay.observe()
+        if replay.t >= end - _EPS:
             break
+        replay.advance(replay.next_event(end))
+    return replay.result()
 
-        drain = ready * workers.processing_rate
-        candidates = [end, next_sample * SAMPLE_INTERVAL]
-        if next_arrival < len(arrivals):
-            candidates.append(arrivals[next_arrival][0])
-        candidates.append(controller.next_wakeup(t, world.backlog, drain))
+
+class _Replay:
+    """One simulation's clock, world and figures; `simulate` steps it from event to event."""
+
+    def __init__(
+        self, controller: Controller, rule: Rule, load: Load, workers: WorkerModel, initial: int
+    ) -> None:
+        self.controller, self.rule, self.load, self.workers = controller, rule, load, workers
+        self.world = _World(pods=[0.0] * initial)
+        self.arrivals, self.first_message = load.arrivals, load.first_arrival
+        self.target = min(t.target for t in rule.triggers)
+        self.floor = max(rule.min_replicas, 1)
+        self.samples: list[Sample] = []
+        self.writes: list[ScaleWrite] = []
+        self.t, self.next_arrival, self.next_sample = 0.0, 0, 0
+        self.peak = self.backlog_area = self.replica_area = 0.0
+        self.enough_at: float | None = None
+        self.load_end: float | None = None
+        self.zero_at: float | None = None
+        self.waiting = False
+
+    def arrive(self) -> None:
+        arrivals = self.arrivals
+        while self.next_arrival < len(arrivals) and arrivals[self.next_arrival][0] <= self.t + _EPS:
+            self.world.backlog += arrivals[self.next_arrival][1]
+            self.next_arrival += 1
+
+    def tick_if_due(self) -> None:
+        t, world = self.t, self.world
+        if not self.controller.due(t):
+            return
+        ready = world.ready(t)
+        values = read_values(self.rule, self.load, t, world.backlog, ready)
+        current = len(world.pods)
+        target, reason = self.controller.tick(t, BacklogView(world.backlog, ready, values), current)
+        if target != current:
+            self.writes.append(ScaleWrite(t, current, target, reason))
+            world.resize(target, t + self.workers.startup_seconds, t)
+
+    def is_enough(self, ready: int) -> bool:
+        backlog = self.world.backlog
+        asked = math.ceil(backlog / self.target - _EPS) if backlog > _EPS else 0
+        return ready >= min(max(asked, self.floor), self.rule.max_replicas)
+
+    def observe(self) -> None:
+        """Update the figures at the current instant and take the samples that are due."""
+        t, world = self.t, self.world
+        ready = world.ready(t)
+        self.peak = max(self.peak, world.backlog)
+        started = self.first_message is not None and t >= self.first_message - _EPS
+        self.waiting = started and self.enough_at is None
+        if self.waiting and self.is_enough(ready):
+            self.enough_at, self.waiting = t, False
+        all_arrived = self.next_arrival == len(self.arrivals)
+        if self.load_end is None and all_arrived and world.backlog <= _EPS:
+            self.load_end = t if self.arrivals else None
+        if self.load_end is not None and self.zero_at is None and not world.pods:
+            self.zero_at = t
+        while self.next_sample * SAMPLE_INTERVAL <= t + _EPS:
+            at = self.next_sample * SAMPLE_INTERVAL
+            self.samples.append(Sample(at, world.backlog, len(world.pods), ready))
+            self.next_sample += 1
+
+    def next_event(self, end: float) -> float:
+        """The next instant anything changes: an arrival, a tick, a pod ready, a sample, the end,
+        the backlog emptying or falling to what the ready replicas are enough for."""
+        t, world = self.t, self.world
+        ready = world.ready(t)
+        drain = ready * self.workers.processing_rate
+        candidates = [end, self.next_sample * SAMPLE_INTERVAL]
+        if self.next_arrival < len(self.arrivals):
+            candidates.append(self.arrivals[self.next_arrival][0])
+        candidates.append(self.controller.next_wakeup(t, world.backlog, drain))
         candidates.extend(ready_at for ready_at in world.pods if ready_at > t + _EPS)
         if drain > 0 and world.backlog > _EPS:
-            candidates.append(t + world.backlog / drain)  # the queue empties
-            if waiting:  # the backlog falls to what the ready replicas are enough for
-                candidates.append(t + (world.backlog - ready * q) / drain)
-        following = min(c for c in candidates if c > t + _EPS)
+            candidates.append(t + world.backlog / drain)  # the backlog empties
+            if self.waiting:
+                candidates.append(t + (world.backlog - ready * self.target) / drain)
+        return min(c for c in candidates if c > t + _EPS)
 
-        replica_area += len(world.pods) * (following - t)
-        backlog_area += world.drain(following - t, drain)
-        t = following
+    def advance(self, following: float) -> None:
+        span, world = following - self.t, self.world
+        drain = world.ready(self.t) * self.workers.processing_rate
+        self.replica_area += len(world.pods) * span
+        self.backlog_area += world.drain(span, drain)
+        self.t = following
 
-    return Run(
-        controller.label,
-        Summary(
-            time_to_enough=None
-            if enough_at is None or first_message is None
-            else enough_at - first_message,
-            peak_backlog=peak,
-            backlog_message_seconds=backlog_area,
-            replica_seconds=replica_area,
-            direction_changes=count_direction_changes(writes),
-            time_to_zero=None if zero_at is None or load_end is None else zero_at - load_end,
-            scale_writes=len(writes),
-            backlog_at_end=world.backlog,
-        ),
-        tuple(samples),
-        tuple(writes),
-    )
+    def result(self) -> Run:
+        first, enough = self.first_message, self.enough_at
+        zero, end = self.zero_at, self.load_end
+        summary = Summary(
+            time_to_enough=None if enough is None or first is None else enough - first,
+            peak_backlog=self.peak,
+            backlog_message_seconds=self.backlog_area,
+            replica_seconds=self.replica_area,
+            direction_changes=count_direction_changes(self.writes),
+            time_to_zero=None if zero is None or end is None else zero - end,
+            scale_writes=len(self.writes),
+            backlog_at_end=self.world.backlog,
+        )
+        return Run(self.controller.label, summary, tuple(self.samples), tuple(self.writes))
 
 
 def count_direction_changes(writes: Sequence[ScaleWrite]) -> int:
@@ -394,7 +425,7 @@ def format_summary(runs: Sequence[Run]) -> str:
     unfinished = [r for r in runs if r.summary.backlog_at_end > _EPS]
     for run in unfinished:
         lines.append(
-            f"({run.label}: {run.summary.backlog_at_end:,.0f} messages still queued at the end)"
+            f"({run.label}: {run.summary.backlog_at_end:,.0f} messages still waiting at the end)"
         )
     return "\n".join(lines)
 
@@ -481,14 +512,7 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     else:
         runs = [simulate(PolicyController(rule), rule, load, workers, initial, duration)]
 
-    print(describe_setup(rule, load, workers, duration))
-    print()
-    print(format_summary(runs))
-    if args.compare:
-        print(f"\n{MODEL_LABEL}: a model built from KEDA's documented semantics, not KEDA itself;")
-        print("oracle: the rule's arithmetic on the true backlog, no polling (docs/simulate.md).")
-    print()
-    print(format_writes(runs[0]))
+    _print_runs(runs, describe_setup(rule, load, workers, duration), args.compare)
     if args.csv:
         write_csv(runs, args.csv)
         print(f"\ntimeline written to {args.csv}")
@@ -501,3 +525,14 @@ def run_simulate_command(args: argparse.Namespace) -> int:
             return fail(f"--plot needs matplotlib ({exc}): pip install -r requirements-dev.txt")
         print(f"plot written to {args.plot}")
     return EXIT_OK
+
+
+def _print_runs(runs: Sequence[Run], setup: str, compared: bool) -> None:
+    print(setup)
+    print()
+    print(format_summary(runs))
+    if compared:
+        print(f"\n{MODEL_LABEL}: a model built from KEDA's documented semantics, not KEDA itself;")
+        print("oracle: the rule's arithmetic on the true backlog, no polling (docs/simulate.md).")
+    print()
+    print(format_writes(runs[0]))

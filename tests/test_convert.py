@@ -449,7 +449,7 @@ spec:
     lost = messages(conversion, converted=False)
     one(lost, "spec.maxReplicaCount: not converted: expected a whole number, got 'many'")
     one(lost, "spec.scalingModifiers: not converted: not a ScaledObject field")
-    one(lost, "spec.advanced.scalingModifiers: not converted: no formulas")
+    one(lost, "spec.advanced.scalingModifiers.target: not converted: missing")
     one(lost, "metadata.queueLength: not converted: expected a number, got 'ten'")
     one(lost, "metadata.queueLengthStrategy: not converted: expected all or visibleonly")
     one(lost, "metadata.cloud: not converted: a connection string is used")
@@ -544,3 +544,29 @@ def test_command_nothing_to_convert_or_unreadable_exits_2(
     assert autoscaler.main(["convert", "-"]) == 0
     out, err = capsys.readouterr()
     assert "name: azure-queue-scaledobject" in out and "stdin: 1 rule(s) written" in err
+
+
+def test_scaling_modifiers_convert_and_the_formula_loads() -> None:
+    text = """
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: combo, namespace: shop}
+spec:
+  scaleTargetRef: {name: combo-worker}
+  advanced:
+    scalingModifiers: {formula: "(orders + returns) / 2", target: "10", activationTarget: "2"}
+  triggers:
+  - {type: azure-queue, name: orders, metadata: {queueName: orders, connectionFromEnv: Q}}
+  - {type: azure-queue, name: returns, metadata: {queueName: returns, connectionFromEnv: Q}}
+"""
+    conversion = convert_text(text, "so.yaml")
+    (rule,) = conversion.rules
+    assert rule["scalingModifiers"] == {
+        "formula": "(orders + returns) / 2",
+        "target": 10,
+        "activationTarget": 2,
+    }
+    loaded = assert_round_trip(conversion).rules[0]
+    assert loaded.scaling_modifiers is not None
+    assert loaded.scaling_modifiers.compiled is not None
+    assert loaded.scaling_modifiers.compiled.names == ("orders", "returns")

@@ -76,7 +76,12 @@ def test_flood_scales_zero_to_max_in_one_step_then_back_to_zero_after_cooldown(
 
     with daemon(cluster, azurite, rules) as proc:
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")  # it polls, idle at zero
+        # Sending 1,000 messages takes seconds, longer than a poll on a busy machine: the rule is
+        # paused while they land, so the tick after the pause sees the whole flood at once.
+        cluster.annotate(unique, "eventscaler.io/paused", "true")
+        proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0 \[paused\]")
         azurite.send_messages(unique, 1000)
+        cluster.annotate(unique, "eventscaler.io/paused", None)
         wait_for(lambda: cluster.replicas(unique) == 20, 10, what="0 -> 20")
         assert proc.scale_lines() == [(target, 0, 20)]  # one step, not 0 -> 1 -> ...
 

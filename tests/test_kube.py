@@ -25,6 +25,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -310,17 +311,22 @@ def test_an_exec_plugin_token_is_refreshed_when_it_expires(
     }}  # fmt: skip
     path = tmp_path / "exec.kubeconfig"
     path.write_text(json.dumps(kubeconfig))
-    made = build_api_client(ClusterAccess(str(path)))
+    made = build_api_client(ClusterAccess(str(path)))  # runs the plugin: the first token
     client = ScaleTargetClient(made)
     server.clear_requests()
-    client.check_reachable()
-    expires = datetime.now(UTC) + timedelta(seconds=2)
-    while datetime.now(UTC) < expires + timedelta(seconds=1):
+    second_user = "system:serviceaccount:eventscaler:second"
+    deadline = time.monotonic() + 30  # the first token expires ~2 s after the load
+    while not any(r["user"] == second_user for r in server.requests):
+        assert time.monotonic() < deadline, "the token was never refreshed"
         client.check_reachable()
+        time.sleep(0.1)
+    client.check_reachable()
     made.close()
     users = [r["user"] for r in server.requests]
-    assert users[0] == "system:serviceaccount:eventscaler:first"
-    assert users[-1] == "system:serviceaccount:eventscaler:second"
+    assert users[-1] == second_user  # refreshed, and kept once refreshed
+    assert set(users) <= {"system:serviceaccount:eventscaler:first", second_user}
+    assert all(r["status"] == 200 for r in server.requests)  # never a 401 on the way
+    assert int((tmp_path / "calls").read_text()) >= 2  # the plugin ran again
 
 
 LEAN_IMPORTS = """

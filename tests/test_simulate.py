@@ -261,7 +261,7 @@ def test_a_load_that_is_never_drained_reports_never() -> None:
     load = Load("x", "too much", ((0.0, 1000),), duration=50.0)
     s = simulate(PolicyController(rule), rule, load, SMALL_WORKERS).summary
     assert s.time_to_zero is None and s.time_to_enough == 5.0 and s.backlog_at_end == 955
-    assert "955 messages still queued" in sim.format_summary(
+    assert "955 messages still waiting" in sim.format_summary(
         [simulate(PolicyController(rule), rule, load, SMALL_WORKERS)]
     )
 

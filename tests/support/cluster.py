@@ -22,6 +22,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tests.support.waiting import WAIT_SCALE
+
 E2E_KUBECONFIG = "E2E_KUBECONFIG"
 # The API group of the tests' CRDs on the test server, whose RBAC grants its `workers` (as
 # docs/cluster.md says to); a real cluster gets a group of its own per run, deleted after.
@@ -54,38 +56,13 @@ class Cluster:
         self._crds: list[str] = []
 
     def create_deployment(self, name: str, replicas: int = 0) -> None:
-        labels = {"app": name}
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}]},
-                },
-            },
-        }
-        self.apps.create_namespaced_deployment(self.namespace, body)
+        self.apps.create_namespaced_deployment(
+            self.namespace, workload("Deployment", name, replicas)
+        )
 
     def create_statefulset(self, name: str, replicas: int = 0) -> None:
-        labels = {"app": name}
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {
-                "replicas": replicas,
-                "serviceName": name,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}]},
-                },
-            },
-        }
+        body = workload("StatefulSet", name, replicas)
+        body["spec"]["serviceName"] = name
         self.apps.create_namespaced_stateful_set(self.namespace, body)
 
     def install_crd(self, crd: dict[str, Any], timeout: float = 30.0) -> None:
@@ -197,6 +174,24 @@ class Target:
         return {"apiVersion": f"{self.group}/{self.version}", "kind": self.kind, "name": self.name}
 
 
+def workload(kind: str, name: str, replicas: int) -> dict[str, Any]:
+    """An apps/v1 workload of pause containers selecting `app=NAME`."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "main", "image": PAUSE_IMAGE}]},
+            },
+        },
+    }
+
+
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 NAME = "eventscaler"  # the shipped role that holds the scale rules
 
@@ -244,7 +239,8 @@ def write_rbac_shape(
 def wait_for(
     condition: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
 ) -> Any:
-    """Poll until `condition()` is truthy; fail with `what` after `timeout` seconds."""
+    """Poll until `condition()` is truthy; fail with `what` after `timeout` x WAIT_SCALE s."""
+    timeout *= WAIT_SCALE
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

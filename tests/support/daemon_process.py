@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tests.support.waiting import WAIT_SCALE
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCALED = re.compile(r"(\S+/\S+): scaled (\d+) -> (\d+)")
 
@@ -60,7 +62,7 @@ class DaemonProcess:
         return [(m[1], int(m[2]), int(m[3])) for m in SCALED.finditer(self.output)]
 
     def wait_for_output(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * WAIT_SCALE
         while time.monotonic() < deadline:
             match = re.search(pattern, self.output)
             if match:

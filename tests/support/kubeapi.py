@@ -296,18 +296,10 @@ class KubeApiServer:
         """Create a StatefulSet (and its namespace if missing) selecting `app=NAME` pods."""
         return self._create_workload("statefulsets", namespace, name, replicas, labels)
 
-    def create_crd(
-        self,
-        group: str,
-        kind: str,
-        plural: str = "",
-        version: str = "v1",
-        scale: bool = True,
-        status: bool = True,
-    ) -> Obj:
-        """Create a namespaced CRD (scale paths .spec.replicas, .status.replicas and
-        .status.selector when `scale`); its kind is served at once."""
-        body = crd_manifest(group, kind, plural, version, scale, status)
+    def create_crd(self, group: str, kind: str, **options: Any) -> Obj:
+        """Create a namespaced CRD (see kubeapi_crd.crd_manifest for `options`: plural, version,
+        scale, status); its kind is served at once."""
+        body = crd_manifest(group, kind, **options)
         return self._store.create(self._rt("customresourcedefinitions"), "", body)
 
     def create_custom_object(

@@ -20,7 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 from tests.support.kubeapi_errors import FieldError
-from tests.support.kubeapi_model import ResourceType, ScalePaths, dotted_get, now_rfc3339
+from tests.support.kubeapi_model import (
+    ResourceType,
+    ScalePaths,
+    dotted_get,
+    now_rfc3339,
+    scale_document,
+)
 
 Obj = dict[str, Any]
 
@@ -112,23 +118,13 @@ def scale_view(rt: ResourceType, stored: Obj) -> Obj:
     """autoscaling/v1 Scale of a custom resource, through its CRD's scale paths."""
     assert rt.scale_paths is not None
     paths = rt.scale_paths
-    spec_replicas = dotted_get(stored, paths.spec_replicas) or 0
-    status: Obj = {"replicas": dotted_get(stored, paths.status_replicas) or 0}
     selector = dotted_get(stored, paths.label_selector) if paths.label_selector else None
-    if isinstance(selector, str) and selector:
-        status["selector"] = selector
-    meta = stored["metadata"]
-    return {
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            key: meta[key]
-            for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-            if key in meta
-        },
-        "spec": {"replicas": spec_replicas} if spec_replicas else {},  # omitempty
-        "status": status,
-    }
+    return scale_document(
+        stored["metadata"],
+        dotted_get(stored, paths.spec_replicas) or 0,
+        dotted_get(stored, paths.status_replicas) or 0,
+        selector if isinstance(selector, str) else "",
+    )
 
 
 def set_spec_replicas(rt: ResourceType, obj: Obj, replicas: int) -> None:

@@ -21,6 +21,7 @@ from tests.support.kubeapi_model import (
     ResourceType,
     format_label_selector,
     now_rfc3339,
+    scale_document,
     selector_matches_object,
 )
 
@@ -525,30 +526,17 @@ def from_view(rt: ResourceType, body: Obj) -> Obj:
 
 
 def scale_view(rt: ResourceType, stored: Obj) -> Obj:
-    """autoscaling/v1 Scale of a Deployment, a StatefulSet or a custom resource.
-
-    `spec.replicas` is omitted when 0 (omitempty in the Go type), so the Python client reads it
-    as None; `status.replicas` is always sent (no omitempty, and the client requires it).
-    """
+    """autoscaling/v1 Scale of a Deployment, a StatefulSet or a custom resource; a workload's
+    `status.selector` is its spec.selector, always filled in."""
     if rt.scale_paths is not None:
         return crd.scale_view(rt, stored)
-    meta = stored["metadata"]
-    spec_replicas = (stored.get("spec") or {}).get("replicas") or 0
-    status: Obj = {"replicas": (stored.get("status") or {}).get("replicas") or 0}
-    selector = format_label_selector((stored.get("spec") or {}).get("selector"))
-    if selector:
-        status["selector"] = selector
-    return {
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            key: meta[key]
-            for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-            if key in meta
-        },
-        "spec": {"replicas": spec_replicas} if spec_replicas else {},
-        "status": status,
-    }
+    spec = stored.get("spec") or {}
+    return scale_document(
+        stored["metadata"],
+        spec.get("replicas") or 0,
+        (stored.get("status") or {}).get("replicas") or 0,
+        format_label_selector(spec.get("selector")),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,6 +126,25 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 INITIAL_NAMESPACES = ("default", "kube-system")
 
 
+def scale_document(meta: Obj, spec_replicas: int, status_replicas: int, selector: str) -> Obj:
+    """autoscaling/v1 Scale: `spec.replicas` omitted when 0 (omitempty in the Go type, so the
+    Python client reads it as None), `status.replicas` always, `status.selector` when known."""
+    status: Obj = {"replicas": status_replicas}
+    if selector:
+        status["selector"] = selector
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            key: meta[key]
+            for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if key in meta
+        },
+        "spec": {"replicas": spec_replicas} if spec_replicas else {},
+        "status": status,
+    }
+
+
 def find_resource(group: str, version: str, plural: str) -> ResourceType | None:
     """A built-in resource; the Store also knows the custom ones its CRDs define."""
     return RESOURCE_INDEX.get((group, version, plural))
