@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 
 SOURCE_MODULES = {
+    "aws-sqs-queue": "eventscaler.sources.aws_sqs",
     "azure-queue": "eventscaler.sources.azure_queue",
 }
 
