@@ -24,6 +24,7 @@ sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 SOURCE_MODULES = {
     "aws-sqs-queue": "eventscaler.sources.aws_sqs",
     "azure-queue": "eventscaler.sources.azure_queue",
+    "cron": "eventscaler.sources.cron",
     "metrics-api": "eventscaler.sources.metrics_api",
 }
 
