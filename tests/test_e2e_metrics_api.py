@@ -23,7 +23,14 @@ from tests.conftest import write_rules
 from tests.support.cluster import Cluster, wait_for
 from tests.support.daemon_process import run_command
 from tests.support.metrics_api_server import MetricsApiServer
-from tests.support.source_e2e import COOLDOWN, POLL, health, rule_for, source_daemon, status_row
+from tests.support.source_e2e import (
+    COOLDOWN,
+    POLL,
+    health,
+    rule_for,
+    source_daemon,
+    status_row,
+)
 
 pytestmark = pytest.mark.e2e
 

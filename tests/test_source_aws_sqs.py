@@ -25,8 +25,6 @@ Scenarios:
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -39,6 +37,7 @@ from eventscaler.convert import convert_text, render_rules
 from eventscaler.redact import redact
 from eventscaler.sources import aws_sqs
 from eventscaler.sources.aws_sqs import AwsSqsReadError, AwsSqsSettings, AwsSqsSource
+from tests.support import silent
 from tests.support.servers.sqs import IamCheckedSqsServer, SqsServer
 from tests.test_sources import load_one
 
@@ -350,29 +349,8 @@ def test_a_stopped_server_is_unavailable_and_a_restart_recovers(sqs_server: SqsS
 
 @pytest.fixture
 def silent_port() -> Iterator[int]:
-    """A port on 127.0.0.1 that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(listener.getsockname()[1])
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    listener.close()
+    with silent.silent_port() as port:
+        yield port
 
 
 def test_a_silent_server_times_out_within_bound(silent_port: int) -> None:

@@ -27,8 +27,6 @@ Scenarios:
 from __future__ import annotations
 
 import base64
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +44,7 @@ from eventscaler.sources.metrics_api import (
     MetricsApiSource,
     metrics_api_trigger,
 )
+from tests.support import silent
 from tests.support.metrics_api_server import MetricsApiServer, Seen
 from tests.test_sources import load_one
 
@@ -355,28 +354,8 @@ def test_a_stopped_server_is_unavailable_and_a_restart_recovers(server: MetricsA
 
 @pytest.fixture
 def silent_port() -> Iterator[int]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(listener.getsockname()[1])
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    listener.close()
+    with silent.silent_port() as port:
+        yield port
 
 
 def test_a_silent_server_times_out_within_bound(silent_port: int) -> None:

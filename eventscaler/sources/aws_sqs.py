@@ -42,7 +42,7 @@ from botocore.exceptions import (
 
 from eventscaler import retry
 from eventscaler.fields import ConfigError, parse_bool, parse_env_name, parse_str, show
-from eventscaler.redact import redact, register_secret
+from eventscaler.redact import first_line, redact, register_secret
 from eventscaler.sources import base
 from eventscaler.sources.base import KedaTrigger, SourceOptions, SourceType, optional
 from eventscaler.triggers import Trigger
@@ -56,7 +56,6 @@ DELAYED = "ApproximateNumberOfMessagesDelayed"
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}(\.fifo)?")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
-_MAX_REASON_LENGTH = 200
 
 NOT_FOUND_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 # What AWS answers for a key it does not know, a wrong secret, an expired session token or a
@@ -460,7 +459,7 @@ def error_details(exc: ClientError) -> tuple[str, str, int]:
         xml_message = re.search(r"<Message>([^<]*)</Message>", message)
         message = xml_message[1] if xml_message else ""
     status = int(metadata.get("HTTPStatusCode") or 0)
-    return code or "no error code", _first_line(message) or "no message", status
+    return code or "no error code", first_line(message) or "no message", status
 
 
 def transient_failure(exc: Exception) -> retry.Transient | None:
@@ -502,15 +501,7 @@ def _error(
 
 
 def _short_reason(exc: Exception) -> str:
-    return _first_line(str(exc)) or type(exc).__name__
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    reason = redact(lines[0].strip()) if lines else ""
-    if len(reason) > _MAX_REASON_LENGTH:
-        reason = reason[: _MAX_REASON_LENGTH - 3] + "..."
-    return reason
+    return first_line(str(exc)) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------

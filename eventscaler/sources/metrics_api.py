@@ -19,6 +19,8 @@ scheme://host/path, never its user, password or query.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import math
 import os
@@ -43,12 +45,13 @@ from eventscaler.fields import (
     choices,
     parse_bool,
     parse_choice,
+    parse_duration,
     parse_env_name,
     parse_str,
     parse_text,
     show,
 )
-from eventscaler.redact import redact, register_secret
+from eventscaler.redact import first_line, redact, register_secret
 from eventscaler.sources import base
 from eventscaler.sources.base import KedaTrigger, SourceOptions, SourceType, optional
 from eventscaler.triggers import Trigger
@@ -62,7 +65,6 @@ DEFAULT_KEY_HEADER = "X-API-KEY"  # KEDA's names when keyParamName is not given
 DEFAULT_KEY_PARAM = "api_key"
 MAX_BODY_BYTES = 4 * 1024 * 1024
 RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
-_MAX_REASON_LENGTH = 200
 # Query parameters whose value is taken for a credential: such a URL goes in urlFromEnv.
 _SECRET_PARAM = re.compile(
     r"(?i)(token|key|secret|passw|pwd|sig|auth|credential|session|signature)"
@@ -192,8 +194,6 @@ def gjson_syntax_problem(path: str) -> str | None:
 
 def _parse_timeout(value: Any, field: str) -> float:
     """KEDA's timeout in milliseconds ("1000"), or a duration string with its unit ("2s")."""
-    from eventscaler.fields import parse_duration
-
     if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
         value = float(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -247,11 +247,6 @@ class MetricsApi(SourceType):
             raise ConfigError(
                 f"{field}.url",
                 "give url or urlFromEnv, one of them" + (", not both" if "url" in data else ""),
-            )
-        if values["format"] == "prometheus" and not _SELECTOR.fullmatch(values["value_location"]):
-            raise ConfigError(
-                f"{field}.valueLocation",
-                'with format prometheus, expected a metric selector like name{label="value"}',
             )
         if values["format"] == "prometheus":
             _parse_selector(values["value_location"], f"{field}.valueLocation")
@@ -458,9 +453,9 @@ class MetricsApiSource:
                     f"the environment variable {settings.username_from_env} is unset or empty",
                 )
             password = self._secret(settings, settings.password_from_env)
-            token = requests.auth._basic_auth_str(user, password)
-            register_secret(token.removeprefix("Basic "))
-            return {"Authorization": token}, {}
+            encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
+            register_secret(encoded)
+            return {"Authorization": f"Basic {encoded}"}, {}
         return {}, {}
 
 
@@ -541,21 +536,15 @@ def value_from_body(body: bytes, settings: MetricsApiSettings) -> float:
         return _prometheus_value(body, settings)
     try:
         text = body.decode("utf-8")
-        document = yaml.safe_load(text) if settings.format == "yaml" else _json(text)
+        document = yaml.safe_load(text) if settings.format == "yaml" else json.loads(text)
     except (UnicodeDecodeError, ValueError, yaml.YAMLError):
         raise _error(settings, base.BAD_RESPONSE, f"the answer is not {settings.format}") from None
     try:
         found = gjson.get(document, settings.value_location)
     except gjson.GJSONError as exc:
-        reason = _first_line(str(exc)) or type(exc).__name__
+        reason = first_line(str(exc)) or type(exc).__name__
         raise _error(settings, base.BAD_RESPONSE, f"nothing at the path: {reason}") from None
     return _as_number(found, settings)
-
-
-def _json(text: str) -> Any:
-    import json
-
-    return json.loads(text)
 
 
 def _as_number(found: Any, settings: MetricsApiSettings) -> float:
@@ -594,7 +583,7 @@ def _prometheus_value(body: bytes, settings: MetricsApiSettings) -> float:
                 if sample.name == name and all(sample.labels.get(k) == v for k, v in labels):
                     return _as_number(float(sample.value), settings)
     except (UnicodeDecodeError, ValueError) as exc:
-        reason = _first_line(str(exc)) or type(exc).__name__
+        reason = first_line(str(exc)) or type(exc).__name__
         raise _error(settings, base.BAD_RESPONSE, f"not Prometheus text: {reason}") from None
     raise _error(settings, base.BAD_RESPONSE, "no sample matches the selector")
 
@@ -602,14 +591,6 @@ def _prometheus_value(body: bytes, settings: MetricsApiSettings) -> float:
 def _error(settings: MetricsApiSettings, kind: str, detail: str) -> MetricsApiReadError:
     message = f"metrics-api {settings.label} at {settings.value_location!r}: {kind}: {detail}"
     return MetricsApiReadError(kind, redact(message))
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    reason = redact(lines[0].strip()) if lines else ""
-    if len(reason) > _MAX_REASON_LENGTH:
-        reason = reason[: _MAX_REASON_LENGTH - 3] + "..."
-    return reason
 
 
 # ---------------------------------------------------------------------------------------------

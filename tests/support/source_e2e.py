@@ -7,12 +7,14 @@ The daemon is the real `autoscaler.py run` process against the cluster of tests/
 from __future__ import annotations
 
 import json
+import re
+import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, wait_for
 from tests.support.daemon_process import DaemonProcess
 
 POLL = 0.5  # seconds between two reads of a rule
@@ -44,6 +46,21 @@ def source_daemon(
          "--reload-interval", "0.3", "--log-level", "DEBUG", "--health-port", "0", *extra],
         env=env,
     )  # fmt: skip
+
+
+def wait_failing_past_the_cooldown(daemon: DaemonProcess, error: str) -> None:
+    """Until reads have failed with `error` (a regex) for longer than the cooldown: a rule that
+    scaled down on a reading it did not get would have done so by then."""
+    daemon.wait_for_output(error)
+    failing_since = time.monotonic()
+    wait_for(
+        lambda: (
+            time.monotonic() - failing_since > COOLDOWN + 2 * POLL
+            and len(re.findall(error, daemon.output)) >= 4
+        ),
+        COOLDOWN + 20,
+        what="failed reads for longer than the cooldown",
+    )
 
 
 def fetch(url: str) -> str:
