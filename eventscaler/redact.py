@@ -73,3 +73,15 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
+
+
+MAX_REASON_LENGTH = 200
+
+
+def first_line(text: str, limit: int = MAX_REASON_LENGTH) -> str:
+    """The first line of a client library's message (some run to pages), redacted, truncated."""
+    lines = text.strip().splitlines()
+    reason = redact(lines[0].strip()) if lines else ""
+    if len(reason) > limit:
+        reason = reason[: limit - 3] + "..."
+    return reason

@@ -43,6 +43,7 @@ from eventscaler.config import Rule, describe_rule, load_rules
 from eventscaler.keda_model import MODEL_LABEL, KedaModel, settings_from_rule
 from eventscaler.policy import Reading, RuleState, decide, initial_state
 from eventscaler.scenarios import Load, TraceError, load_trace, scenario
+from eventscaler.sources.base import SourceError
 
 DEFAULT_PROCESSING_RATE = 1.0  # messages per second per ready replica
 DEFAULT_STARTUP_SECONDS = 10.0  # from "replica created" to "replica processing"
@@ -507,10 +508,13 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     workers = WorkerModel(args.processing_rate, args.startup_seconds)
     initial = rule.min_replicas if args.initial_replicas is None else args.initial_replicas
     duration = load.duration if args.duration is None else args.duration
-    if args.compare:
-        runs = compare_runs(rule, load, workers, initial, duration)
-    else:
-        runs = [simulate(PolicyController(rule), rule, load, workers, initial, duration)]
+    try:
+        if args.compare:
+            runs = compare_runs(rule, load, workers, initial, duration)
+        else:
+            runs = [simulate(PolicyController(rule), rule, load, workers, initial, duration)]
+    except SourceError as exc:  # a trigger the fluid queue cannot give a value (cron)
+        return fail(f"rule {rule.name}: {exc}")
 
     _print_runs(runs, describe_setup(rule, load, workers, duration), args.compare)
     if args.csv:

@@ -325,3 +325,87 @@ def test_no_redis_password_in_logs_metrics_status_or_api_requests(
     }
     leaks = {where: found for where, text in outputs.items() if (found := secrets.found_in(text))}
     assert not leaks, f"secrets found: {leaks}"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_sqs_or_metrics_api_secret_anywhere(
+    cluster: Cluster,
+    server: Any,
+    sqs_iam_server: Any,
+    unique: str,
+    tmp_path: Path,
+    log_format: str,
+) -> None:
+    """The aws-sqs-queue and metrics-api secrets: a wrong AWS secret key (refused by moto's IAM
+    checks), a bearer token, a basic password, an API key sent in the query, and URLs from
+    urlFromEnv with a password and a signature in them, each refused by the endpoint."""
+    from tests.support.metrics_api_server import MetricsApiServer
+
+    p = unique
+    queue = sqs_iam_server.client().create_queue(QueueName=f"{p}-q")["QueueUrl"]
+    aws_secret = random_key()[:40]
+    token, password, api_key = random_key()[:32], random_key()[:24], random_key()[:28]
+    url_password, signature = random_key()[:20], random_key()[:30]
+    with MetricsApiServer() as endpoint:
+        endpoint.require(lambda seen: False)  # every credential is refused: each path logs it
+        host = f"127.0.0.1:{endpoint.port}"
+        env = {
+            "AWS_ACCESS_KEY_ID": sqs_iam_server.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": aws_secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "API_TOKEN": token,
+            "API_PASSWORD": password,
+            "API_KEY": api_key,
+            "URL_WITH_PASSWORD": f"http://ops:{quote(url_password, safe='')}@{host}/stats",
+            "URL_WITH_SIG": f"http://{host}/stats?sig={quote(signature, safe='')}&page=1",
+        }
+        secrets = Secrets(
+            whole=[env["URL_WITH_PASSWORD"], env["URL_WITH_SIG"]],
+            pieces_of=[aws_secret, token, password, api_key, url_password, signature],
+        )
+        api = {"type": "metrics-api", "url": f"http://{host}/stats", "valueLocation": "n",
+               "targetValue": 5}  # fmt: skip
+        triggers = {
+            f"{p}-sqs": {"type": "aws-sqs-queue", "queueURL": queue, "awsRegion": "us-east-1",
+                         "awsEndpoint": sqs_iam_server.endpoint_url},
+            f"{p}-bearer": {**api, "authMode": "bearer", "tokenFromEnv": "API_TOKEN"},
+            f"{p}-basic": {**api, "authMode": "basic", "username": "ops",
+                           "passwordFromEnv": "API_PASSWORD"},
+            f"{p}-apikey": {**api, "authMode": "apiKey", "apiKeyFromEnv": "API_KEY",
+                            "method": "query"},
+            f"{p}-urlpw": {**{k: v for k, v in api.items() if k != "url"},
+                           "urlFromEnv": "URL_WITH_PASSWORD"},
+            f"{p}-urlsig": {**{k: v for k, v in api.items() if k != "url"},
+                            "urlFromEnv": "URL_WITH_SIG"},
+        }  # fmt: skip
+        rules = []
+        for name, trigger in triggers.items():
+            cluster.create_deployment(name, replicas=0)
+            rules.append({"name": name, "deployment": name, "pollingInterval": POLL,
+                          "cooldownPeriod": 60, "triggers": [trigger]})  # fmt: skip
+        rules_path = write_rules(tmp_path / "rules.yaml", rules)
+        args = ["--config", str(rules_path), "--kubeconfig", str(cluster.daemon_kubeconfig),
+                "--log-level", "DEBUG", "--log-format", log_format]  # fmt: skip
+        daemon = DaemonProcess(["run", *args, "--health-port", "0"], env=env)
+        with daemon:
+            for name in triggers:
+                daemon.wait_for_output(rf"rule {name}: .*Unauthorized", timeout=WAIT)
+            port = int(daemon.wait_for_output(r"health endpoints on port (\d+)")[1])
+            metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+            status = fetch(f"http://127.0.0.1:{port}/status")
+            assert daemon.stop() == 0
+        once = run_command(["run", *args, "--once"], env)
+        assert once.returncode == 1
+        # The endpoint did receive every credential: the search below would find them.
+        seen = json.dumps([r.__dict__ for r in endpoint.requests])
+        assert secrets.found_in(seen)
+    outputs = {
+        f"daemon log ({log_format})": daemon.output,
+        "/metrics": metrics,
+        "/status": status,
+        "--once output": once.stdout + once.stderr,
+        "Kubernetes API requests": json.dumps(server.requests, default=str),
+    }
+    leaks = {where: found for where, text in outputs.items() if (found := secrets.found_in(text))}
+    assert not leaks, f"secrets found: {leaks}"

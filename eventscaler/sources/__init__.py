@@ -22,10 +22,13 @@ if TYPE_CHECKING:
 sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 
 SOURCE_MODULES = {
+    "aws-sqs-queue": "eventscaler.sources.aws_sqs",
     "azure-queue": "eventscaler.sources.azure_queue",
     "nats-jetstream": "eventscaler.sources.nats_jetstream",
     "redis": "eventscaler.sources.redis_lists",
     "redis-streams": "eventscaler.sources.redis_streams",
+    "cron": "eventscaler.sources.cron",
+    "metrics-api": "eventscaler.sources.metrics_api",
 }
 
 _types: dict[str, SourceType] = {}

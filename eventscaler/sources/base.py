@@ -14,6 +14,7 @@ Its SDK is imported only by its own module, which the registry imports only when
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -65,6 +66,7 @@ class SourceOptions:
     timeout_seconds: float = 5.0  # per call; cut further to what the tick has left
     pool_size: int = 16  # connections per server: the daemon's worker threads
     environ: Mapping[str, str] | None = None  # None: the process's environment
+    clock: Callable[[], float] = time.time  # wall-clock seconds since the epoch (cron's windows)
 
 
 _REQUIRED: Any = object()

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tests.support.servers.prometheus import PrometheusServer
     from tests.support.servers.rabbitmq import RabbitMqServer
     from tests.support.servers.redis import RedisServer
-    from tests.support.servers.sqs import SqsServer
+    from tests.support.servers.sqs import IamCheckedSqsServer, SqsServer
 
 S = TypeVar("S", bound=ServerProcess)
 _ready_times: list[str] = []
@@ -67,6 +67,14 @@ def sqs_server() -> Iterator[SqsServer]:
     from tests.support.servers.sqs import SqsServer
 
     yield from _serve(SqsServer)
+
+
+@pytest.fixture(scope="session")
+def sqs_iam_server() -> Iterator[IamCheckedSqsServer]:
+    """A second moto that checks credentials (tests/support/servers/sqs.py says how)."""
+    from tests.support.servers.sqs import IamCheckedSqsServer
+
+    yield from _serve(IamCheckedSqsServer)
 
 
 @pytest.fixture(scope="session")

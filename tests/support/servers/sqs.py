@@ -62,3 +62,43 @@ class SqsServer(ServerProcess):
             aws_access_key_id=self.access_key_id,
             aws_secret_access_key=self.secret_access_key,
         )
+
+
+READER_POLICY = (
+    '{"Version": "2012-10-17", "Statement": '
+    '[{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]}'
+)
+
+
+class IamCheckedSqsServer(SqsServer):
+    """moto with its IAM checks on, so wrong credentials are refused as AWS refuses them.
+
+    After the bootstrap every request must be signed with the key of a user moto knows (else
+    403 InvalidClientTokenId, or SignatureDoesNotMatch for a wrong secret) and be allowed by
+    that user's policies (else AccessDenied). The bootstrap creates two users: `reader`, allowed
+    sqs:*, whose key `client()` and `environment` use, and `nobody`, with no policy at all.
+    moto's checks answer in the query protocol's XML even to JSON-protocol clients; its state
+    is in memory, so a restart forgets the users: this server is not restarted by the tests.
+    """
+
+    name = "SQS (moto, IAM checked)"
+
+    def _bootstrap(self) -> None:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
+        keys = {}
+        for user in ("reader", "nobody"):
+            iam.create_user(UserName=user)
+            keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
+        iam.put_user_policy(UserName="reader", PolicyName="sqs", PolicyDocument=READER_POLICY)
+        self.access_key_id = keys["reader"]["AccessKeyId"]
+        self.secret_access_key = keys["reader"]["SecretAccessKey"]
+        self.nobody_key = (keys["nobody"]["AccessKeyId"], keys["nobody"]["SecretAccessKey"])
+        # From now on every request is authenticated and authorized.
+        answer = requests.post(f"{self.endpoint_url}/moto-api/reset-auth", data=b"0", timeout=10)
+        answer.raise_for_status()
