@@ -13,12 +13,14 @@ Scenarios:
   (URL and name), the URL's env var unset; against a second moto with IAM checks on: a wrong
   secret (SignatureDoesNotMatch), an unknown key (InvalidClientTokenId), a user without
   permission (AccessDenied), all Unauthorized; no credentials anywhere -> MissingCredential
+- web identity (IRSA's AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, moto's STS as AWS's) through
+  the standard chain: the temporary credentials read the queue, the session token is redacted
 - the server stopped -> Unavailable within the tick's budget, restarted -> reads again with the
   same reader; a server that accepts and never answers -> Timeout within 3x the timeout
 - one client per (region, endpoint), botocore's retries off, timeouts set; the secret key is
   registered for redaction
-- convert: KEDA's documented trigger with a TriggerAuthentication (secretTargetRef, pod
-  identity) converts, explains which env vars to set, and the output loads
+- convert: KEDA's documented trigger with a TriggerAuthentication (secretTargetRef) converts,
+  explains which env vars to set, and the output loads; a missing awsRegion or queue is reported
 - simulate: a rule with this trigger replays; without scaleOnInFlight in-flight work is not
   counted
 """
@@ -459,3 +461,40 @@ def test_simulate_counts_in_flight_only_with_scale_on_in_flight() -> None:
     without = AwsSqsSettings("q", "", REGION, scale_on_in_flight=False)
     assert aws_sqs.SOURCE_TYPE.simulated_value(with_flight, 30, 4) == 30
     assert aws_sqs.SOURCE_TYPE.simulated_value(without, 30, 4) == 26
+
+
+def test_convert_reports_what_a_rule_needs_and_keda_left_out() -> None:
+    text = KEDA_SQS.replace('      awsRegion: "eu-west-1"\n', "")
+    conversion = convert_text(text, "so.yaml")
+    assert "metadata.awsRegion: not converted: missing" in "\n".join(
+        str(n) for n in conversion.notes
+    )
+    no_queue = KEDA_SQS.replace(
+        "      queueURL: https://sqs.eu-west-1.amazonaws.com/account_id/QueueName\n", ""
+    )
+    assert convert_text(no_queue, "so.yaml").rules == ()
+
+
+def test_web_identity_irsa_through_the_standard_chain(
+    sqs_server: SqsServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """IRSA's variables, with moto's STS standing in for AWS's: the chain assumes the role with
+    the token file, and the temporary credentials read the queue."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2ln")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/eventscaler")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sqs_server.endpoint_url)
+    url = new_queue(sqs_server)
+    fill(sqs_server, url, visible=4, in_flight=0, delayed=0)
+    reader = AwsSqsSource(timeout_seconds=2.0)
+    assert reader.read_length(settings(sqs_server, url)) == 4
+    credentials = reader._session.get_credentials()
+    assert credentials.method == "assume-role-with-web-identity"
+    token = credentials.get_frozen_credentials().token
+    assert token and redact(f"t={token}") == "t=***"
+    reader.close()

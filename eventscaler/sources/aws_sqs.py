@@ -230,6 +230,15 @@ class AwsSqsQueue(SourceType):
                 f"from its own: give the autoscaler's container an env var {env}",
             )
         _explain_keda_credentials(keda)
+        if "queueURL" not in out and "queueURLFromEnv" not in out:
+            keda.lost("metadata.queueURL", "missing (nor queueURLFromEnv): trigger not converted")
+            return None
+        if "awsRegion" not in out:
+            keda.lost(
+                "metadata.awsRegion",
+                "missing (KEDA can take it from the TriggerAuthentication): the rule needs it; "
+                "add awsRegion to the converted trigger",
+            )
         return out
 
 
