@@ -223,8 +223,6 @@ def daemon(cluster: Cluster, rules: Path, env: dict[str, str]) -> DaemonProcess:
         "0.3",
         "--log-level",
         "DEBUG",
-        "--health-port",
-        "0",  # a free port: other daemons on this machine may hold the default 8080
     ]
     return DaemonProcess(args, env=env)
 
@@ -248,13 +246,20 @@ def test_flood_scales_zero_to_n_in_one_step_and_drain_back_to_zero(
     count = 7 * backend.per_replica + 3  # ceil((7 x target + 3) / target) = 8
     with daemon(cluster, rules, backend.env()) as proc:
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")  # it reads, idle at zero
+        # NATS takes the messages one by one, which may take longer than a poll: the rule is
+        # paused while they land, so the tick after the pause sees the whole flood at once.
+        cluster.annotate(unique, "eventscaler.io/paused", "true")
+        proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0 \[paused\]")
         backend.flood(key, count)
+        cluster.annotate(unique, "eventscaler.io/paused", None)
         wait_for(lambda: cluster.replicas(unique) == 8, 15, what="0 -> 8")
+        proc.wait_for_output(rf"{target}: scaled 0 -> 8")  # logged once the write returned
         assert proc.scale_lines() == [(target, 0, 8)]  # one step
         backend.drain(key)
         drained = time.monotonic()
         wait_for(lambda: cluster.replicas(unique) == 0, COOLDOWN + 15, what="8 -> 0")
         assert time.monotonic() - drained >= COOLDOWN - POLL
+        proc.wait_for_output(rf"{target}: scaled 8 -> 0")
         assert proc.scale_lines() == [(target, 0, 8), (target, 8, 0)]
         assert proc.stop() == 0
 

@@ -48,7 +48,7 @@ from eventscaler.sources.nats_jetstream import NatsJetStreamSettings, NatsJetStr
 from tests.support.kubeapi_tls import generate_tls_material
 from tests.support.servers.nats import NatsServer
 from tests.support.servers.process import HOST
-from tests.support.triggers import PREFIX, load_trigger
+from tests.support.source_tables import assert_invalid, assert_valid, load_trigger
 
 T = TypeVar("T")
 
@@ -87,14 +87,8 @@ def js(**fields: Any) -> dict[str, Any]:
 def test_valid_metadata_loads(
     trigger: dict[str, Any], settings: NatsJetStreamSettings, target: float, activation: float
 ) -> None:
-    problems, loaded = load_trigger(trigger)
-    assert problems == []
-    assert loaded.settings == settings
-    assert (loaded.target, loaded.activation, loaded.name) == (
-        target,
-        activation,
-        "mystream-pull_consumer",
-    )
+    expected = {"settings": settings, "target": target, "activation": activation}
+    assert_valid("nats-jetstream", trigger, {**expected, "name": "mystream-pull_consumer"})
 
 
 @pytest.mark.parametrize(
@@ -130,9 +124,9 @@ def test_valid_metadata_loads(
     ],
 )
 def test_invalid_metadata_names_the_field(trigger: dict[str, Any], line: str) -> None:
-    problems, loaded = load_trigger({k: v for k, v in trigger.items() if v is not None})
-    assert loaded is None
-    assert any(p.startswith(PREFIX + line) for p in problems), problems
+    trigger = {k: v for k, v in trigger.items() if v is not None}
+    assert_invalid("nats-jetstream", trigger, "triggers[0]" + line)
+    problems, _ = load_trigger("nats-jetstream", trigger)
     assert not any("s3cret-pw" in p for p in problems)
 
 

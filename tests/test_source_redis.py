@@ -50,7 +50,7 @@ from eventscaler.sources.redis_streams import RedisStreamSettings, RedisStreamSo
 from tests.support.kubeapi_tls import generate_tls_material
 from tests.support.servers.process import HOST, wait_until
 from tests.support.servers.redis import RedisServer
-from tests.support.triggers import PREFIX, load_trigger
+from tests.support.source_tables import assert_invalid, assert_valid, load_trigger
 
 USER_ENV, PASSWORD_ENV = "REDIS_USERNAME", "REDIS_PASSWORD"
 
@@ -107,10 +107,9 @@ VALID = [
 def test_valid_metadata_loads(
     trigger: dict[str, Any], connection: RedisConnection, target: float, activation: float
 ) -> None:
-    problems, loaded = load_trigger(trigger)
-    assert problems == []
-    assert loaded.settings == RedisListSettings(connection=connection, list_name="jobs")
-    assert (loaded.target, loaded.activation, loaded.name) == (target, activation, "jobs")
+    settings = RedisListSettings(connection=connection, list_name="jobs")
+    expected = {"settings": settings, "target": target, "activation": activation, "name": "jobs"}
+    assert_valid("redis", trigger, expected)
 
 
 INVALID = [
@@ -182,14 +181,15 @@ INVALID = [
 
 @pytest.mark.parametrize(("trigger", "line"), INVALID)
 def test_invalid_metadata_names_the_field(trigger: dict[str, Any], line: str) -> None:
-    problems, loaded = load_trigger(trigger)
-    assert loaded is None
-    assert any(p.startswith(PREFIX + line) for p in problems), problems
+    assert_invalid("redis", trigger, "triggers[0]" + line)
+    problems, _ = load_trigger("redis", trigger)
     assert not any("hunter2" in p for p in problems)
 
 
 def test_a_key_any_name_cannot_hold_gives_a_clean_trigger_name() -> None:
-    problems, loaded = load_trigger(redis_trigger(address="h:1", listName="queue:{jobs}:high"))
+    problems, loaded = load_trigger(
+        "redis", redis_trigger(address="h:1", listName="queue:{jobs}:high")
+    )
     assert problems == []
     assert loaded.name == "queue-jobs-high"
     assert loaded.settings.list_name == "queue:{jobs}:high"
@@ -731,6 +731,6 @@ def test_the_commented_examples_of_config_example_load() -> None:
     triggers = yaml.safe_load("\n".join(block))
     assert [t["type"] for t in triggers] == ["redis", "redis-streams", "nats-jetstream"]
     for trigger in triggers:
-        problems, loaded = load_trigger(trigger)
+        problems, loaded = load_trigger(trigger["type"], trigger)
         assert problems == [], trigger
         assert loaded.type == trigger["type"]

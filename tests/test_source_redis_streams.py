@@ -41,7 +41,7 @@ from eventscaler.sources.redis_streams import (
 )
 from tests.support.servers.process import HOST
 from tests.support.servers.redis import RedisServer
-from tests.support.triggers import PREFIX, load_trigger
+from tests.support.source_tables import assert_invalid, load_trigger
 
 USER_ENV, PASSWORD_ENV = "REDIS_USERNAME", "REDIS_PASSWORD"
 
@@ -65,8 +65,8 @@ VALID = [
 def test_valid_metadata_picks_keda_mode(
     trigger: dict[str, Any], group: str, mode: str, target: float, activation: float
 ) -> None:
-    problems, loaded = load_trigger(trigger)
-    assert problems == []
+    problems, loaded = load_trigger("redis-streams", trigger)
+    assert problems == [] and loaded is not None
     assert loaded.settings == RedisStreamSettings(
         RedisConnection(host="h", port=6379), "orders", group, mode
     )
@@ -104,9 +104,7 @@ INVALID = [
 @pytest.mark.parametrize(("trigger", "line"), INVALID)
 def test_invalid_metadata_names_the_field(trigger: dict[str, Any], line: str) -> None:
     trigger = {k: v for k, v in trigger.items() if v is not None}
-    problems, loaded = load_trigger(trigger)
-    assert loaded is None
-    assert any(p.startswith(PREFIX + line) for p in problems), problems
+    assert_invalid("redis-streams", trigger, "triggers[0]" + line)
 
 
 # --- reading against the real server ---------------------------------------------------------
