@@ -80,6 +80,7 @@ class DaemonProcess:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+        timeout *= WAIT_SCALE  # a busy machine: a prompt stop still returns at once
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
