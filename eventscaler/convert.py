@@ -59,6 +59,20 @@ TRIGGER_KEYS = {"type", "name", "metadata", "authenticationRef", "metricType", "
 AZURE_QUEUE_METADATA = config.TRIGGER_FIELDS - {"type", "name"}
 BEHAVIOR_RULE_FIELDS = ("stabilizationWindowSeconds", "selectPolicy", "policies")
 PAUSE_ANNOTATIONS = ("autoscaling.keda.sh/paused", "autoscaling.keda.sh/paused-replicas")
+# KEDA's cloud names (matched without case, as its EnvironmentFromName does) and the rule file's
+# name for the same cloud. An empty or absent cloud is the public cloud in both. KEDA's
+# AzureGermanCloud (closed in 2021) is written as Private with its storage suffix.
+KEDA_CLOUDS = {
+    "azurepubliccloud": "AzurePublicCloud",
+    "azurecloud": "AzurePublicCloud",
+    "azureusgovernmentcloud": "AzureUSGovernmentCloud",
+    "azureusgovernment": "AzureUSGovernmentCloud",
+    "azurechinacloud": "AzureChinaCloud",
+}
+KEDA_GERMAN_CLOUD_SUFFIX = "core.cloudapi.de"
+# KEDA's endpointSuffix (cloud Private) is all of the host after the account name
+# (queue.core.example.net); the rule file's is what follows "queue." (core.example.net).
+KEDA_QUEUE_HOST_PREFIX = "queue."
 HPA_ANNOTATIONS = (
     "scaledobject.keda.sh/transfer-hpa-ownership",
     "validations.keda.sh/hpa-ownership",
@@ -278,8 +292,24 @@ class _ScaledObject:
                 continue
             result = self._azure_queue(trigger, field)
             if result is not None:
-                converted.append(result)
+                converted.append(self._unique_name(result, converted, index))
         return converted
+
+    def _unique_name(
+        self, trigger: dict[str, Any], earlier: list[dict[str, Any]], index: int
+    ) -> dict[str, Any]:
+        """KEDA tells triggers apart by index; the rule file by name (the queue name unless
+        given), which must be unique: a second trigger on one queue is named after its index."""
+        taken = {t.get("name") or t["queueName"] for t in earlier}
+        name = trigger.get("name") or trigger["queueName"]
+        if name in taken:
+            number = index
+            while f"{name}-{number}" in taken:
+                number += 1
+            trigger["name"] = f"{name}-{number}"
+            why = f"named {trigger['name']}: trigger names (the queue's by default) are unique here"
+            self.note(f"spec.triggers[{index}].name", why)
+        return trigger
 
     def _azure_queue(self, trigger: Mapping[str, Any], field: str) -> dict[str, Any] | None:
         metadata = trigger.get("metadata") or {}
@@ -310,7 +340,7 @@ class _ScaledObject:
                     f"expected all or visibleonly, got {metadata['queueLengthStrategy']!r}: "
                     "left out, 'all' applies",
                 )
-        self._credentials(trigger, metadata, field, out)
+        usable = self._credentials(trigger, metadata, field, out)
         for key in metadata:
             if key not in AZURE_QUEUE_METADATA:
                 self.lost(f"{field}.metadata.{key}", "not an azure-queue setting eventscaler knows")
@@ -330,7 +360,68 @@ class _ScaledObject:
                 "dropped: eventscaler has no metrics cache; "
                 "each queue is read once per pollingInterval anyway",
             )
-        return out
+        return out if usable and self._loads(out, field) else None
+
+    def _loads(self, out: Mapping[str, Any], field: str) -> bool:
+        """Whether the rule file's loader takes the trigger: KEDA accepts some values it does
+        not (a queue or account name Azure would refuse, say); such a trigger is not written."""
+        try:
+            config.parse_trigger(dict(out), f"{field}.metadata")
+        except (config.ConfigError, config.ConfigErrors) as exc:
+            errors = exc.errors if isinstance(exc, config.ConfigErrors) else [exc]
+            for error in errors:
+                self.lost(error.field, f"{error.message}: trigger not converted")
+            return False
+        return True
+
+    def _cloud(self, metadata: Mapping[str, Any], where: str, out: dict[str, Any]) -> bool:
+        """KEDA's cloud and endpointSuffix, as the rule file says the same; False if it cannot.
+
+        KEDA takes an empty or absent cloud as the public cloud and ignores endpointSuffix unless
+        the cloud is Private (ParseEnvironmentProperty); the rule file refuses both, so neither
+        is written then.
+        """
+        cloud = str(metadata.get("cloud") or "")
+        if cloud.lower() == "private":
+            return self._private_cloud(str(metadata.get("endpointSuffix") or ""), where, out)
+        if "endpointSuffix" in metadata:
+            why = "dropped: KEDA ignores it unless cloud is Private"
+            self.note(f"{where}.endpointSuffix", why)
+        if not cloud:
+            if "cloud" in metadata:
+                self.note(f"{where}.cloud", "empty: KEDA takes the public cloud, the default here")
+            return True
+        if cloud.lower() in KEDA_CLOUDS:
+            out["cloud"] = KEDA_CLOUDS[cloud.lower()]
+            return True
+        if cloud.lower() == "azuregermancloud":
+            out.update(cloud="Private", endpointSuffix=KEDA_GERMAN_CLOUD_SUFFIX)
+            self.note(f"{where}.cloud", f"written as cloud Private, {KEDA_GERMAN_CLOUD_SUFFIX}")
+            return True
+        self.lost(
+            f"{where}.cloud",
+            f"{cloud!r}: no cloud of that name here (AzureStackCloud's endpoints are in a file "
+            "on KEDA's pod): give cloud Private and the storage endpointSuffix; trigger not "
+            "converted",
+        )
+        return False
+
+    def _private_cloud(self, suffix: str, where: str, out: dict[str, Any]) -> bool:
+        if not suffix.lower().startswith(KEDA_QUEUE_HOST_PREFIX):
+            self.lost(
+                f"{where}.endpointSuffix",
+                f"{suffix!r}: KEDA reads https://ACCOUNT.{suffix}, the rule file reads "
+                "https://ACCOUNT.queue.SUFFIX: no endpointSuffix here says the same; trigger "
+                "not converted",
+            )
+            return False
+        ours = suffix[len(KEDA_QUEUE_HOST_PREFIX) :]
+        out.update(cloud="Private", endpointSuffix=ours)
+        self.note(
+            f"{where}.endpointSuffix",
+            f"{ours!r}: the rule file's endpointSuffix follows 'queue.' (the same host)",
+        )
+        return True
 
     def _credentials(
         self,
@@ -338,7 +429,9 @@ class _ScaledObject:
         metadata: Mapping[str, Any],
         field: str,
         out: dict[str, Any],
-    ) -> None:
+    ) -> bool:
+        """Map the credentials; False when the trigger cannot be written so that it loads."""
+        usable = True
         env = metadata.get("connectionFromEnv")
         account = metadata.get("accountName")
         ref = trigger.get("authenticationRef")
@@ -361,9 +454,7 @@ class _ScaledObject:
                     )
         elif account and identity:
             out["accountName"] = str(account)
-            for key in ("cloud", "endpointSuffix"):
-                if key in metadata:
-                    out[key] = str(metadata[key])
+            usable = self._cloud(metadata, f"{field}.metadata", out)
             self.note(
                 f"{field}.metadata.accountName",
                 f"eventscaler reads account {account} with its own Azure AD identity "
@@ -390,6 +481,7 @@ class _ScaledObject:
                 "would refuse it): the rule reads the connection string from "
                 f"{config.DEFAULT_CONNECTION_ENV}",
             )
+        return usable
 
     def _find_auth(self, ref: Any) -> Mapping[str, Any] | None:
         if not isinstance(ref, Mapping):
