@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -499,11 +499,25 @@ def _parse_triggers(triggers: Any) -> tuple[Trigger, ...]:
     check = Collector()
     parsed = [check.take(parse_trigger, t, f"triggers[{i}]") for i, t in enumerate(triggers)]
     check.raise_if_any()
-    labels = [t.label for t in parsed]
-    for i, label in enumerate(labels):
-        if labels.index(label) != i:
-            raise ConfigError(f"triggers[{i}].name", f"duplicate trigger name {label!r}")
-    return tuple(parsed)
+    return tuple(_unique_names(parsed, [isinstance(t, Mapping) and "name" in t for t in triggers]))
+
+
+def _unique_names(parsed: list[Trigger], explicit: list[bool]) -> list[Trigger]:
+    """Two triggers may read one queue (KEDA allows it): a name taken by default from the queue
+    gets a `-2`, `-3`... suffix; a name written twice is an error, since a formula, a metric or a
+    log line could not tell the two apart."""
+    written = {t.name for t, given in zip(parsed, explicit, strict=True) if given}
+    seen: set[str] = set()
+    unique = []
+    for i, (trigger, given) in enumerate(zip(parsed, explicit, strict=True)):
+        name, number = trigger.name, 2
+        if given and name in seen:
+            raise ConfigError(f"triggers[{i}].name", f"duplicate trigger name {name!r}")
+        while not given and (name in seen or name in written):
+            name, number = f"{trigger.name}-{number}", number + 1
+        seen.add(name)
+        unique.append(trigger if name == trigger.name else replace(trigger, name=name))
+    return unique
 
 
 # ---------------------------------------------------------------------------------------------

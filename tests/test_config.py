@@ -455,9 +455,29 @@ def test_duplicate_rule_name_keeps_the_first() -> None:
     assert result.rejected_rule_names() == set()
 
 
-def test_duplicate_trigger_names_are_rejected() -> None:
-    line = single_problem(triggers=[trigger(), trigger(queueLength=2)])
+def test_duplicate_trigger_names_are_rejected_and_default_ones_numbered() -> None:
+    named = [trigger(name="orders"), trigger(name="orders", queueLength=2)]
+    line = single_problem(triggers=named)
     assert line == "rules.yaml: rules[0] (orders).triggers[1].name: duplicate trigger name 'orders'"
+    # Two triggers on one queue, as KEDA allows, named by default: the second is numbered, and a
+    # default name never takes one written elsewhere in the rule.
+    text = yaml.safe_dump(
+        {
+            "rules": [
+                {
+                    "name": "r",
+                    "deployment": "d",
+                    "triggers": [
+                        trigger(),
+                        trigger(queueLength=2),
+                        trigger(queueName="returns", name="orders-2"),
+                    ],
+                }
+            ]
+        }
+    )
+    (rule,) = parse_rules_text(text, "rules.yaml").rules
+    assert [t.name for t in rule.triggers] == ["orders", "orders-3", "orders-2"]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,11 @@ Scenarios covered:
 - a TriggerAuthentication mapping `connection` to a Secret: explained, with the env var to add
   and connectionFromEnv set; one not in the input: explained, the default env var kept
 - workload identity: accountName, cloud and endpointSuffix mapped (the loader knows them), the
-  TriggerAuthentication's pod identity explained
+  TriggerAuthentication's pod identity explained; KEDA's cloud meanings kept: an empty cloud is the
+  public cloud and its endpointSuffix is ignored, cloud names are matched without case and
+  KEDA's aliases (AzureCloud, AzureUSGovernment, AzureGermanCloud) mapped, KEDA's Private
+  endpointSuffix (queue.HOST) becomes the rule file's (HOST), one this file cannot say (no
+  "queue." in front, AzureStackCloud) is not converted, with the reason
 - the full ScaledObject spec: min/max, pollingInterval, cooldownPeriod, fallback and HPA behavior
   mapped; idleReplicaCount, initialCooldownPeriod, restoreToOriginalReplicaCount, pause
   annotations and an unsupported trigger listed as not converted with the reason
@@ -34,6 +38,7 @@ import pytest
 import autoscaler
 from eventscaler import config
 from eventscaler.convert import Conversion, ConvertError, convert_text, render_rules
+from eventscaler.sources.azure_queue import default_account_url
 
 # KEDA docs, "Azure Storage Queue" scaler: trigger specification.
 AZURE_QUEUE_EXAMPLE = """
@@ -297,14 +302,55 @@ def test_workload_identity_maps_to_account_name() -> None:
     trigger = conversion.rules[0]["triggers"][0]
     assert trigger["accountName"] == "mystorageaccount"
     assert trigger["cloud"] == "Private"
-    assert trigger["endpointSuffix"] == "queue.local.azurestack.external"
+    # KEDA's endpointSuffix is the whole host after the account; the rule file's follows
+    # "queue.": the same https://mystorageaccount.queue.local.azurestack.external.
+    assert trigger["endpointSuffix"] == "local.azurestack.external"
     assert "connectionFromEnv" not in trigger
     one(messages(conversion, converted=True), "accountName: note:", "Storage Queue Data Reader")
     line = one(messages(conversion, converted=False), "authenticationRef")
     assert "uses its own Azure AD identity for account mystorageaccount" in line
     rule = assert_round_trip(conversion).rules[0]
     assert rule.triggers[0].settings.uses_identity
-    assert rule.triggers[0].settings.endpoint_suffix == "queue.local.azurestack.external"
+    assert default_account_url(rule.triggers[0].settings) == (
+        "https://mystorageaccount.queue.local.azurestack.external"
+    )
+
+
+def identity_scaled_object(**metadata: str) -> str:
+    fields = "".join(f"      {key}: {value!r}\n" for key, value in metadata.items())
+    return (
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: orders}\n"
+        "spec:\n  scaleTargetRef: {name: orders}\n  triggers:\n  - type: azure-queue\n"
+        f"    metadata:\n      queueName: orders\n      accountName: acct1\n{fields}"
+    )
+
+
+# (KEDA's cloud and endpointSuffix, the URL KEDA reads: https://acct1.{suffix}), None: not
+# converted. KEDA: an empty cloud is the public cloud and endpointSuffix only counts with Private.
+CLOUD_CASES = [
+    ({"cloud": "", "endpointSuffix": "queue.core.example.net"}, "queue.core.windows.net"),
+    ({"cloud": ""}, "queue.core.windows.net"),
+    ({"endpointSuffix": "queue.core.example.net"}, "queue.core.windows.net"),
+    ({"cloud": "AzureCloud"}, "queue.core.windows.net"),
+    ({"cloud": "azurepubliccloud", "endpointSuffix": "x"}, "queue.core.windows.net"),
+    ({"cloud": "AzureUSGovernment"}, "queue.core.usgovcloudapi.net"),
+    ({"cloud": "AZURECHINACLOUD"}, "queue.core.chinacloudapi.cn"),
+    ({"cloud": "AzureGermanCloud"}, "queue.core.cloudapi.de"),
+    ({"cloud": "private", "endpointSuffix": "queue.core.example.net"}, "queue.core.example.net"),
+    ({"cloud": "Private", "endpointSuffix": "myqueues.example.net"}, None),
+    ({"cloud": "AzureStackCloud"}, None),
+]
+
+
+@pytest.mark.parametrize(("metadata", "suffix"), CLOUD_CASES)
+def test_keda_cloud_meanings_are_kept(metadata: dict[str, str], suffix: str | None) -> None:
+    conversion = convert_text(identity_scaled_object(**metadata), "so.yaml")
+    if suffix is None:
+        assert conversion.rules == ()
+        assert "trigger not converted" in " ".join(messages(conversion, converted=False))
+        return
+    (rule,) = assert_round_trip(conversion).rules
+    assert default_account_url(rule.triggers[0].settings) == f"https://acct1.{suffix}"
 
 
 def test_full_spec_mapped_and_the_rest_listed() -> None:

@@ -1,4 +1,4 @@
-"""Property-based fuzzing (hypothesis) of the rule file loader and the decision.
+"""Property-based fuzzing (hypothesis) of the rule file loader, the decision and `convert`.
 
 The rule file (eventscaler/config.py), which must never raise for bad content:
 - arbitrary text, YAML-like text (real keys, indicators, tags, anchors) and arbitrary YAML-shaped
@@ -37,6 +37,19 @@ successful write):
   selectPolicy Max lets the most permissive policy decide and Min the strictest, Disabled forbids
   the direction); lifts to minReplicas, cuts to maxReplicas, one replica from zero, the fallback
   and paused-replicas are not rate-limited.
+
+`convert` (eventscaler/convert.py), on ScaledObjects whose azure-queue trigger metadata KEDA
+accepts (its azure-queue scaler: queueName, queueLength and activationQueueLength as int64
+strings, queueLengthStrategy all/visibleonly, connectionFromEnv, or accountName with workload
+identity and any cloud KEDA's ParseEnvironmentProperty takes: absent or empty (the public cloud,
+endpointSuffix ignored), its cloud names and aliases in any case, Private with an endpointSuffix):
+- every converted rule file loads with no problem (issue 10: `cloud: ""` with endpointSuffix did
+  not);
+- every trigger is written or listed as not converted, and only when the rule file cannot say
+  the same thing (a Private endpointSuffix without "queue." in front); two triggers on one queue
+  get distinct names;
+- a written trigger means what KEDA's meant: the same queue, target, activation when KEDA's is not
+  negative, strategy, env var, and for an account the same queue URL KEDA reads.
 """
 
 from __future__ import annotations
@@ -68,6 +81,7 @@ from eventscaler.config import (
     parse_rule,
     parse_rules_text,
 )
+from eventscaler.convert import convert_text, render_rules
 from eventscaler.policy import (
     STEP_FALLBACK,
     STEP_PAUSED,
@@ -76,7 +90,7 @@ from eventscaler.policy import (
     decide,
     initial_state,
 )
-from eventscaler.sources.azure_queue import AzureQueue
+from eventscaler.sources.azure_queue import CLOUD_SUFFIXES, AzureQueue, default_account_url
 
 SOURCE = "fuzz.yaml"
 # Random in a developer's run, the same examples every time in CI; no example database on disk.
@@ -726,3 +740,156 @@ def test_decisions_over_arbitrary_ticks_keep_every_promise(
         else:
             state = decision.state
         history = [r for r in history if r.time > now - 1800]
+
+
+# ---------------------------------------------------------------------------------------------
+# convert: KEDA-valid azure-queue metadata always gives a rule file that loads
+
+AZURE_QUEUE_NAMES = st.from_regex(r"\A[a-z0-9]{3,20}(-[a-z0-9]{1,10}){0,3}\Z")
+ACCOUNT_NAMES = st.from_regex(r"\A[a-z0-9]{3,24}\Z")
+ENV_NAMES = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
+DNS_SUFFIXES = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\.[a-z0-9]{1,8}){1,3}\Z")
+INT64 = st.integers(-(2**63), 2**63 - 1)
+# KEDA's clouds (matched without case) and the storage suffix each reads queues under.
+KEDA_CLOUD_SUFFIXES = {
+    "AzurePublicCloud": CLOUD_SUFFIXES["AzurePublicCloud"],
+    "AzureCloud": CLOUD_SUFFIXES["AzurePublicCloud"],
+    "AzureUSGovernmentCloud": CLOUD_SUFFIXES["AzureUSGovernmentCloud"],
+    "AzureUSGovernment": CLOUD_SUFFIXES["AzureUSGovernmentCloud"],
+    "AzureChinaCloud": CLOUD_SUFFIXES["AzureChinaCloud"],
+    "AzureGermanCloud": "core.cloudapi.de",
+}
+
+
+def any_case(text: str) -> st.SearchStrategy[str]:
+    return st.lists(st.booleans(), min_size=len(text), max_size=len(text)).map(
+        lambda upper: "".join(
+            c.upper() if u else c.lower() for c, u in zip(text, upper, strict=True)
+        )
+    )
+
+
+@st.composite
+def keda_clouds(draw: st.DrawFn) -> dict[str, str]:
+    """cloud and endpointSuffix as KEDA accepts them (ParseEnvironmentProperty)."""
+    kind = draw(st.sampled_from(["absent", "empty", "named", "private"]))
+    metadata: dict[str, str] = {}
+    if kind == "empty":
+        metadata["cloud"] = ""
+    elif kind == "named":
+        metadata["cloud"] = draw(st.sampled_from(sorted(KEDA_CLOUD_SUFFIXES)).flatmap(any_case))
+    if kind == "private":
+        metadata["cloud"] = draw(any_case("Private"))
+        metadata["endpointSuffix"] = draw(
+            st.one_of(
+                st.builds("{}{}".format, any_case("queue."), DNS_SUFFIXES),
+                DNS_SUFFIXES,  # KEDA takes any non-empty suffix with Private
+            )
+        )
+    elif draw(st.booleans()):
+        metadata["endpointSuffix"] = draw(st.text(min_size=0, max_size=30))  # ignored by KEDA
+    return metadata
+
+
+@st.composite
+def keda_azure_queue_triggers(draw: st.DrawFn) -> dict[str, Any]:
+    metadata: dict[str, str] = {"queueName": draw(AZURE_QUEUE_NAMES)}
+    if draw(st.booleans()):
+        metadata["queueLength"] = str(draw(st.integers(1, 2**63 - 1)))  # the HPA wants > 0
+    if draw(st.booleans()):
+        metadata["activationQueueLength"] = str(draw(INT64))
+    if draw(st.booleans()):
+        metadata["queueLengthStrategy"] = draw(st.sampled_from(["all", "visibleonly"]))
+    trigger: dict[str, Any] = {"type": "azure-queue", "metadata": metadata}
+    if draw(st.booleans()):
+        metadata["connectionFromEnv"] = draw(ENV_NAMES)
+        if draw(st.integers(0, 3)) == 0:
+            metadata.update(draw(keda_clouds()))  # checked by KEDA, unused with a connection
+    else:
+        metadata["accountName"] = draw(ACCOUNT_NAMES)
+        metadata.update(draw(keda_clouds()))
+        trigger["authenticationRef"] = {"name": "workload"}
+    return trigger
+
+
+def keda_queue_url(metadata: Mapping[str, str]) -> str:
+    cloud = metadata.get("cloud") or ""
+    if cloud.lower() == "private":
+        return f"https://{metadata['accountName']}.{metadata['endpointSuffix']}".lower()
+    suffixes = {name.lower(): suffix for name, suffix in KEDA_CLOUD_SUFFIXES.items()}
+    suffix = suffixes[cloud.lower()] if cloud else CLOUD_SUFFIXES["AzurePublicCloud"]
+    return f"https://{metadata['accountName']}.queue.{suffix}"
+
+
+def expressible(metadata: Mapping[str, str]) -> bool:
+    """Whether the rule file can say what KEDA reads: https://ACCOUNT.queue.SUFFIX."""
+    if (metadata.get("cloud") or "").lower() != "private" or "accountName" not in metadata:
+        return True
+    return metadata["endpointSuffix"].lower().startswith("queue.")
+
+
+WORKLOAD_AUTH = {
+    "apiVersion": "keda.sh/v1alpha1",
+    "kind": "TriggerAuthentication",
+    "metadata": {"name": "workload", "namespace": "default"},
+    "spec": {"podIdentity": {"provider": "azure-workload"}},
+}
+
+
+@settings(FUZZ, max_examples=200)
+@given(st.lists(keda_azure_queue_triggers(), min_size=1, max_size=3))
+@example(
+    [
+        {
+            "type": "azure-queue",
+            "metadata": {
+                "queueName": "orders",
+                "accountName": "acct1",
+                "cloud": "",
+                "endpointSuffix": "x.example",
+            },
+        }
+    ]
+)
+def test_convert_of_keda_valid_azure_queue_metadata_always_loads(
+    triggers: list[dict[str, Any]],
+) -> None:  # fmt: skip
+    scaled_object = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "orders", "namespace": "default"},
+        "spec": {"scaleTargetRef": {"name": "orders"}, "triggers": triggers},
+    }
+    text = yaml.safe_dump_all([WORKLOAD_AUTH, scaled_object])
+    conversion = convert_text(text, "so.yaml")
+    notes = [str(n) for n in conversion.notes if not n.converted]
+    dropped = [
+        any(f"spec.triggers[{i}]." in n and "trigger not converted" in n for n in notes)
+        for i in range(len(triggers))
+    ]
+    for trigger, was_dropped in zip(triggers, dropped, strict=True):
+        assert was_dropped == (not expressible(trigger["metadata"])), (trigger, notes)
+    if all(dropped):
+        assert conversion.rules == ()
+        return
+    output = render_rules(conversion, "so.yaml")
+    result = parse_rules_text(output, "converted.yaml")
+    assert result.ok and not result.problems, (output, [str(p) for p in result.problems])
+    (rule,) = result.rules
+    kept = [t for t, d in zip(triggers, dropped, strict=True) if not d]
+    for written, trigger in zip(rule.triggers, kept, strict=True):
+        metadata = trigger["metadata"]
+        settings = written.settings
+        assert settings.queue_name == metadata["queueName"]
+        assert written.target == float(metadata.get("queueLength", 5))
+        activation = int(metadata.get("activationQueueLength", 0))
+        if activation >= 0:
+            assert written.activation == float(activation)
+        strategy = {"all": "all", "visibleonly": "visibleOnly"}
+        assert (
+            settings.queue_length_strategy == strategy[metadata.get("queueLengthStrategy", "all")]
+        )
+        if "connectionFromEnv" in metadata:
+            assert settings.connection_from_env == metadata["connectionFromEnv"]
+        else:
+            assert default_account_url(settings).lower() == keda_queue_url(metadata)

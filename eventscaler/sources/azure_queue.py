@@ -244,7 +244,8 @@ class AzureQueue(SourceType):
                     f"expected all or visibleonly, got {metadata['queueLengthStrategy']!r}: "
                     "left out, 'all' applies",
                 )
-        _keda_credentials(keda, out)
+        if not _keda_credentials(keda, out):
+            return None
         for key in metadata:
             if key not in self.keys() and key not in KEDA_ONLY_KEYS:
                 keda.lost(f"metadata.{key}", "not an azure-queue setting eventscaler knows")
@@ -794,7 +795,8 @@ def _first_line(text: str) -> str:
 # convert: where a KEDA azure-queue trigger's credential comes from, and what to tell the user
 
 
-def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> None:
+def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> bool:
+    """The credential fields into `out`; False when the trigger cannot be converted."""
     metadata = keda.metadata
     env, account = _keda_connection_env(keda), metadata.get("accountName")
     if env:
@@ -814,7 +816,8 @@ def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> None:
                 )
     elif account:
         out["accountName"] = str(account)
-        _keda_cloud(keda, out)
+        if not _keda_cloud(keda, out):
+            return False
         keda.note(
             "metadata.accountName",
             f"eventscaler reads account {account} with its own Azure AD identity "
@@ -831,6 +834,7 @@ def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> None:
             "it): the rule reads the connection string from "
             f"{DEFAULT_CONNECTION_ENV}",
         )
+    return True
 
 
 def _keda_connection_env(keda: KedaTrigger) -> str | None:
@@ -858,34 +862,70 @@ def _keda_connection_env(keda: KedaTrigger) -> str | None:
     return None
 
 
-def _keda_cloud(keda: KedaTrigger, out: dict[str, Any]) -> None:
-    """KEDA's cloud: empty means the public cloud, and endpointSuffix counts only with Private."""
+# KEDA's cloud names (matched without case, as its EnvironmentFromName does) and the rule file's
+# name for the same cloud. An empty or absent cloud is the public cloud in both. KEDA's
+# AzureGermanCloud (closed in 2021) is written as Private with its storage suffix.
+KEDA_CLOUDS = {
+    "azurepubliccloud": "AzurePublicCloud",
+    "azurecloud": "AzurePublicCloud",
+    "azureusgovernmentcloud": "AzureUSGovernmentCloud",
+    "azureusgovernment": "AzureUSGovernmentCloud",
+    "azurechinacloud": "AzureChinaCloud",
+}
+KEDA_GERMAN_CLOUD_SUFFIX = "core.cloudapi.de"
+# KEDA's endpointSuffix (cloud Private) is all of the host after the account name
+# (queue.core.example.net); the rule file's is what follows "queue." (core.example.net).
+KEDA_QUEUE_HOST_PREFIX = "queue."
+
+
+def _keda_cloud(keda: KedaTrigger, out: dict[str, Any]) -> bool:
+    """KEDA's cloud and endpointSuffix, as the rule file says the same; False if it cannot.
+
+    KEDA takes an empty or absent cloud as the public cloud and ignores endpointSuffix unless the
+    cloud is Private; the rule file refuses both, so neither is written then.
+    """
     metadata = keda.metadata
-    cloud = str(metadata.get("cloud") or "").strip()
-    canonical = {c.lower(): c for c in CLOUD_SUFFIXES}.get(cloud.lower() or "azurepubliccloud")
-    suffix = str(metadata.get("endpointSuffix") or "").strip()
-    if canonical is None:
-        keda.lost(
-            "metadata.cloud",
-            f"unknown cloud {cloud!r} (KEDA would refuse it): left out, the public cloud applies",
-        )
-        canonical = "AzurePublicCloud"
-    if canonical == "Private" and not suffix:
+    cloud = str(metadata.get("cloud") or "")
+    if cloud.lower() == "private":
+        return _keda_private_cloud(keda, str(metadata.get("endpointSuffix") or ""), out)
+    if "endpointSuffix" in metadata:
+        keda.note("metadata.endpointSuffix", "dropped: KEDA ignores it unless cloud is Private")
+    if not cloud:
+        if "cloud" in metadata:
+            keda.note("metadata.cloud", "empty: KEDA takes the public cloud, the default here")
+        return True
+    if cloud.lower() in KEDA_CLOUDS:
+        if KEDA_CLOUDS[cloud.lower()] != "AzurePublicCloud":
+            out["cloud"] = KEDA_CLOUDS[cloud.lower()]
+        return True
+    if cloud.lower() == "azuregermancloud":
+        out.update(cloud="Private", endpointSuffix=KEDA_GERMAN_CLOUD_SUFFIX)
+        keda.note("metadata.cloud", f"written as cloud Private, {KEDA_GERMAN_CLOUD_SUFFIX}")
+        return True
+    keda.lost(
+        "metadata.cloud",
+        f"{cloud!r}: no cloud of that name here (AzureStackCloud's endpoints are in a file on "
+        "KEDA's pod): give cloud Private and the storage endpointSuffix; trigger not converted",
+    )
+    return False
+
+
+def _keda_private_cloud(keda: KedaTrigger, suffix: str, out: dict[str, Any]) -> bool:
+    if not suffix.lower().startswith(KEDA_QUEUE_HOST_PREFIX):
         keda.lost(
             "metadata.endpointSuffix",
-            "cloud Private needs endpointSuffix (KEDA would "
-            "refuse it): left out, the public cloud applies",
+            f"{suffix!r}: KEDA reads https://ACCOUNT.{suffix}, the rule file reads "
+            "https://ACCOUNT.queue.SUFFIX: no endpointSuffix here says the same; trigger not "
+            "converted",
         )
-        canonical = "AzurePublicCloud"
-    if canonical != "AzurePublicCloud":
-        out["cloud"] = canonical
-    if canonical == "Private":
-        out["endpointSuffix"] = suffix
-    elif "endpointSuffix" in metadata:
-        keda.note(
-            "metadata.endpointSuffix",
-            f"ignored, as KEDA ignores it with cloud {canonical}: its own suffix applies",
-        )
+        return False
+    ours = suffix[len(KEDA_QUEUE_HOST_PREFIX) :]
+    out.update(cloud="Private", endpointSuffix=ours)
+    keda.note(
+        "metadata.endpointSuffix",
+        f"{ours!r}: the rule file's endpointSuffix follows 'queue.' (the same host)",
+    )
+    return True
 
 
 def _explain_keda_auth(
