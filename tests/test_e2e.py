@@ -117,10 +117,11 @@ def test_the_step_to_zero_comes_on_the_first_tick_at_cooldown(
         drained = time.monotonic()
         wait_for(lambda: cluster.replicas(unique) == 0, cooldown + 4 * poll + 20, what="3 -> 0")
         assert time.monotonic() - drained >= cooldown - poll  # never before the cooldown
-        assert proc.scale_lines() == [(target, 0, 3), (target, 3, 0)]
         # The tick 6 s after the last active one went, not the one 8 s after: the ticks' times
-        # are their slots on the schedule, whatever each start's jitter and read time.
+        # are their slots on the schedule, whatever each start's jitter and read time. (The line
+        # is logged just after the write the API already shows: wait for it.)
         proc.wait_for_output(rf"{target}: scaled 3 -> 0 .*no activity for 6\.0s >= cooldownPeriod")
+        assert proc.scale_lines() == [(target, 0, 3), (target, 3, 0)]
         held = re.findall(rf"rule {unique}: 3 -> 3 \[[a-z-]+\]: .*{unique}=0/5", proc.output)
         assert len(held) == cooldown / poll - 1, proc.output
         assert proc.stop() == 0
