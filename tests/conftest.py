@@ -14,6 +14,8 @@ import yaml
 from tests.support.azurite import Azurite
 from tests.support.cluster import Cluster, open_cluster
 
+pytest_plugins = ["tests.support.servers.fixtures"]  # the real servers, one fixture each
+
 _names = itertools.count(1)
 
 
