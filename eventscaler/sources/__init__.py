@@ -23,6 +23,8 @@ sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
 
 SOURCE_MODULES = {
     "azure-queue": "eventscaler.sources.azure_queue",
+    "beanstalkd": "eventscaler.sources.beanstalkd",
+    "rabbitmq": "eventscaler.sources.rabbitmq",
 }
 
 _types: dict[str, SourceType] = {}
