@@ -183,12 +183,12 @@ spec:
       queueName: orders
       queueLength: "20"
       connectionFromEnv: ORDERS_STORAGE
-  - type: rabbitmq
+  - type: kafka
     metadata:
-      protocol: amqp
-      queueName: testqueue
-      mode: QueueLength
-      value: "20"
+      bootstrapServers: kafka.svc:9092
+      consumerGroup: orders
+      topic: orders
+      lagThreshold: "20"
 """
 
 NOTHING_CONVERTIBLE = """
@@ -382,7 +382,7 @@ def test_full_spec_mapped_and_the_rest_listed() -> None:
         }
     ]
     lost = messages(conversion, converted=False)
-    one(lost, "spec.triggers[1]: not converted: type 'rabbitmq'", "not a source eventscaler reads")
+    one(lost, "spec.triggers[1]: not converted: type 'kafka'", "not a source eventscaler reads")
     one(lost, "spec.idleReplicaCount: not converted: eventscaler has no idle count")
     one(lost, "spec.initialCooldownPeriod: not converted", "counts its own start as activity")
     one(lost, "restoreToOriginalReplicaCount: not converted", "leaves the replicas as they are")

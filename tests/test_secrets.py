@@ -409,3 +409,97 @@ def test_no_sqs_or_metrics_api_secret_anywhere(
     }
     leaks = {where: found for where, text in outputs.items() if (found := secrets.found_in(text))}
     assert not leaks, f"secrets found: {leaks}"
+
+
+def rabbit_rule(name: str, queue: str, **trigger: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "deployment": name,
+        "minReplicas": 0,
+        "maxReplicas": 5,
+        "pollingInterval": POLL,
+        "cooldownPeriod": 60,
+        "triggers": [{"type": "rabbitmq", "queueName": queue, "value": 5, **trigger}],
+    }
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_rabbitmq_secret_in_logs_metrics_status_or_api_requests(
+    cluster: Cluster, server: Any, rabbitmq_server: Any, unique: str, tmp_path: Path,
+    log_format: str,
+) -> None:  # fmt: skip
+    p = unique
+    rabbit = rabbitmq_server
+    existing = f"{p}-q"
+    rabbit.publish(existing, 12)
+    wrong = "wr0ng-" + random_key()[:20].replace("/", "x").replace("+", "y")
+    amqp, http = rabbit.amqp_url(), rabbit.management_url
+    env = {
+        "RABBIT_AMQP": amqp,
+        "RABBIT_HTTP": http,
+        "RABBIT_AMQP_WRONG": amqp.replace(rabbit.password, wrong),
+        "RABBIT_HTTP_WRONG": http.replace(rabbit.password, wrong),
+        "RABBIT_CLOSED": f"amqp://{rabbit.username}:{rabbit.password}@127.0.0.1:{closed_port()}/",
+        "RABBIT_USER": rabbit.username,
+        "RABBIT_PASS_WRONG": wrong,
+    }
+    secrets = Secrets(whole=[amqp, http, env["RABBIT_AMQP_WRONG"], env["RABBIT_HTTP_WRONG"],
+                             env["RABBIT_CLOSED"]], pieces_of=[rabbit.password, wrong])  # fmt: skip
+    bare_http = http.replace(f"{rabbit.username}:{rabbit.password}@", "")
+    rules = [
+        rabbit_rule(f"{p}-noqueue", f"{p}-none", hostFromEnv="RABBIT_AMQP"),
+        rabbit_rule(f"{p}-noqueue-http", f"{p}-none", hostFromEnv="RABBIT_HTTP"),
+        rabbit_rule(f"{p}-wrong", existing, hostFromEnv="RABBIT_AMQP_WRONG"),
+        rabbit_rule(f"{p}-wrong-http", existing, hostFromEnv="RABBIT_HTTP_WRONG"),
+        rabbit_rule(f"{p}-closed", existing, hostFromEnv="RABBIT_CLOSED"),
+        rabbit_rule(
+            f"{p}-userpass",
+            existing,
+            host=bare_http,
+            usernameFromEnv="RABBIT_USER",
+            passwordFromEnv="RABBIT_PASS_WRONG",
+        ),  # fmt: skip
+        rabbit_rule(
+            f"{p}-rate", existing, hostFromEnv="RABBIT_AMQP", mode="MessageRate", value=1
+        ),  # fmt: skip
+    ]
+    for entry in rules:
+        cluster.create_deployment(entry["name"], replicas=0)
+    rules_path = write_rules(tmp_path / "rules.yaml", rules)
+    args = ["--config", str(rules_path), "--kubeconfig", str(cluster.daemon_kubeconfig),
+            "--log-level", "DEBUG", "--log-format", log_format]  # fmt: skip
+    evidence = [
+        rf"rule {p}-noqueue: .*QueueNotFound",
+        rf"rule {p}-noqueue-http: .*QueueNotFound",
+        rf"rule {p}-wrong: .*AccessRefused",
+        rf"rule {p}-wrong-http: .*AccessRefused",
+        rf"rule {p}-closed: .*ConnectionError",
+        rf"rule {p}-userpass: .*AccessRefused",
+        rf"rule {p}-rate: .*InvalidHost",
+    ]
+    daemon = DaemonProcess(["run", *args, "--health-port", "0", "--reload-interval", "0.3"], env)
+    with daemon:
+        for pattern in evidence:
+            daemon.wait_for_output(pattern, timeout=WAIT)
+        port = int(daemon.wait_for_output(r"health endpoints on port (\d+)")[1])
+        metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+        status = fetch(f"http://127.0.0.1:{port}/status")
+        assert daemon.stop() == 0
+    assert re.search(rf'eventscaler_source_errors_total{{[^}}]*target="{p}-wrong"', metrics)
+    rows = {row["rule"]: row for row in json.loads(status)["rules"]}
+    assert "AccessRefused" in rows[f"{p}-wrong-http"]["error"]
+    once = run_command(["run", *args, "--once"], env)
+    assert once.returncode == 1
+    events = [r for r in server.requests if r["resource"] == "events" and r["verb"] == "create"]
+    assert any(f"{p}-wrong" in json.dumps(e["body"]) for e in events)
+
+    outputs = {
+        f"daemon log ({log_format})": daemon.output,
+        "/metrics": metrics,
+        "/status": status,
+        "--once output": once.stdout + once.stderr,
+        "Kubernetes API requests": json.dumps(server.requests, default=str),
+    }
+    leaks = {where: found for where, text in outputs.items() if (found := secrets.found_in(text))}
+    assert not leaks, f"secrets found: {leaks}"
+    assert secrets.found_in(f"x{rabbit.password[3:18]}x")  # the search itself works

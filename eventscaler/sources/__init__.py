@@ -29,6 +29,8 @@ SOURCE_MODULES = {
     "redis-streams": "eventscaler.sources.redis_streams",
     "cron": "eventscaler.sources.cron",
     "metrics-api": "eventscaler.sources.metrics_api",
+    "beanstalkd": "eventscaler.sources.beanstalkd",
+    "rabbitmq": "eventscaler.sources.rabbitmq",
 }
 
 _types: dict[str, SourceType] = {}
