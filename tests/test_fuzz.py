@@ -657,7 +657,7 @@ def rate_allowed(
     return any(verdicts) if rules.select_policy == "Max" else all(verdicts)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=400, derandomize=True)
 @given(scenarios())
 def test_decisions_over_arbitrary_ticks_keep_every_promise(
     scenario: tuple[Rule, int, list[Tick]],
