@@ -8,7 +8,7 @@ VENV_STAMP := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite-queue
 CONFIG ?= config.example.yaml
 
-.PHONY: install run demo test bench compare lint fmt clean soak
+.PHONY: install servers run demo test bench compare lint fmt clean soak
 
 install: $(VENV_STAMP) $(AZURITE) ## virtual environment and test tools
 
@@ -27,7 +27,10 @@ run: $(VENV_STAMP) ## run the daemon on CONFIG against your current kubeconfig
 demo: $(VENV_STAMP) $(AZURITE) ## the flood story on a local stand-in cluster and Azurite
 	$(PY) -m tests.support.demo
 
-test: $(VENV_STAMP) $(AZURITE) ## unit and end-to-end tests (E2E_KUBECONFIG=... for a real cluster)
+servers: ## the sources' real test servers from Debian (rabbitmq, redis, nats, beanstalkd, postgresql, mariadb, prometheus), only those missing
+	bash .ci/install-servers
+
+test: $(VENV_STAMP) $(AZURITE) servers ## unit and end-to-end tests (E2E_KUBECONFIG=... for a real cluster)
 	$(PY) -m pytest -q
 
 bench: $(VENV_STAMP) $(AZURITE) ## issue 6's benchmark, a few minutes; BENCH_ARGS="--help" for options
