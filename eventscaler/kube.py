@@ -150,24 +150,13 @@ class RawApi:
             raise KubeError("BadResponse", f"{method} {path}: unreadable reply: {exc}") from None
 
 
-RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
-
-
 def transient_failure(exc: Exception) -> retry.Transient | None:
     """Connection errors, timeouts, 5xx and 429 (with its Retry-After) are worth another try."""
     if isinstance(exc, urllib3.exceptions.HTTPError):
         return retry.Transient()
-    if isinstance(exc, HttpFailure) and exc.status in RETRYABLE_STATUSES:
-        return retry.Transient(_retry_after(exc.headers))
+    if isinstance(exc, HttpFailure):
+        return retry.after_status(exc.status, exc.headers)
     return None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare from the API server; use our own backoff
 
 
 def call(verb: str, what: str, send: Callable[[], Any], retried: bool = True) -> Any:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -28,6 +28,22 @@ class Transient:
     """What a classifier says of a failure worth retrying."""
 
     retry_after: float | None = None  # the server's Retry-After, in seconds
+
+
+# HTTP answers worth another try: too many requests, and the server's own failures.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def after_status(status: int | None, headers: Any) -> Transient | None:
+    """A Transient for a retryable HTTP status, with the answer's Retry-After (in seconds; an
+    HTTP date, rare from these servers, leaves our own backoff in charge); None otherwise."""
+    if status not in RETRYABLE_STATUSES:
+        return None
+    value = (headers or {}).get("Retry-After") or (headers or {}).get("retry-after")
+    try:
+        return Transient(float(value) if value is not None else None)
+    except ValueError:
+        return Transient()
 
 
 @dataclass(frozen=True)

@@ -179,3 +179,22 @@ def test_a_slow_server_cannot_stretch_a_call_past_the_budget(
         scaler.read("default", WEB)
     assert time.monotonic() - started < 1.0
     assert failed.value.reason == "Unreachable"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [
+        (429, {"Retry-After": "3"}, retry.Transient(3.0)),
+        (503, {"retry-after": "0.5"}, retry.Transient(0.5)),
+        (500, {}, retry.Transient()),
+        (502, None, retry.Transient()),
+        (503, {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, retry.Transient()),
+        (404, {"Retry-After": "3"}, None),
+        (409, {}, None),
+        (None, {}, None),
+    ],
+)
+def test_after_status_classifies_http_answers(
+    status: int | None, headers: dict[str, str] | None, expected: retry.Transient | None
+) -> None:
+    assert retry.after_status(status, headers) == expected

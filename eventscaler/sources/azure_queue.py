@@ -59,7 +59,7 @@ from eventscaler.fields import (
     parse_env_name,
     parse_str,
 )
-from eventscaler.redact import redact, register_secret
+from eventscaler.redact import first_line, redact, register_secret
 from eventscaler.sources import base
 from eventscaler.sources.base import KedaTrigger, SourceOptions, SourceType, optional, required
 from eventscaler.triggers import Trigger
@@ -82,7 +82,6 @@ PEEK_LIMIT = 32  # the most messages the service returns from one peek
 # Retries are ours (eventscaler.retry): backoff with jitter, 429/503 Retry-After honoured, and all
 # of it bounded by the tick. The SDK's own policy is off: its default (ExponentialRetry, 3 retries
 # from 15 s on) can hold one read for about a minute, and it ignores the tick.
-RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
 
 # QueueReadError.kind values.
 QUEUE_NOT_FOUND = "QueueNotFound"
@@ -94,7 +93,6 @@ TIMEOUT = "Timeout"
 CONNECTION_ERROR = "ConnectionError"
 SERVICE_ERROR = "ServiceError"
 
-_MAX_REASON_LENGTH = 200
 # A credential chain's reason lists every credential it tried: allow room for a few of them.
 _MAX_CREDENTIAL_REASON_LENGTH = 600
 
@@ -683,13 +681,8 @@ def transient_failure(exc: Exception) -> retry.Transient | None:
     """Connection errors, timeouts, 5xx and 429 (with its Retry-After) are worth another try."""
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return retry.Transient()
-    if isinstance(exc, HttpResponseError) and exc.status_code in RETRYABLE_STATUSES:
-        headers = getattr(exc.response, "headers", None) or {}
-        value = headers.get("Retry-After")
-        try:
-            return retry.Transient(float(value) if value is not None else None)
-        except ValueError:
-            return retry.Transient()
+    if isinstance(exc, HttpResponseError):
+        return retry.after_status(exc.status_code, getattr(exc.response, "headers", None))
     return None
 
 
@@ -750,7 +743,7 @@ def _translate_error(
         # The service says why it refused a token ("Invalid token audience.", "...expired"...).
         info = getattr(exc, "additional_info", None) or {}
         detail = info.get("authenticationerrordetail") if isinstance(info, dict) else None
-        why = f" ({_first_line(str(detail))})" if detail else ""
+        why = f" ({first_line(str(detail))})" if detail else ""
         return _error(
             trigger,
             AUTHENTICATION_FAILED,
@@ -780,15 +773,7 @@ def _error_code(exc: HttpResponseError) -> str:
 
 def _short_reason(exc: Exception) -> str:
     """First line of an SDK message (they run to pages of XML), redacted and truncated."""
-    return _first_line(str(getattr(exc, "message", None) or exc)) or type(exc).__name__
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    reason = redact(lines[0].strip()) if lines else ""
-    if len(reason) > _MAX_REASON_LENGTH:
-        reason = reason[: _MAX_REASON_LENGTH - 3] + "..."
-    return reason
+    return first_line(str(getattr(exc, "message", None) or exc)) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import greenstalk
 
 from eventscaler import retry
 from eventscaler.fields import ConfigError, parse_bool, parse_duration, parse_text, show
-from eventscaler.redact import redact
+from eventscaler.redact import first_line
 from eventscaler.sources import base
 from eventscaler.sources.base import KedaTrigger, SourceOptions, SourceType, optional, required
 from eventscaler.triggers import Trigger
@@ -44,7 +44,6 @@ _SERVER = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+))(?::(?P<port>\d+))?$"
 )
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_MAX_REASON_LENGTH = 200
 
 # BeanstalkdReadError codes, and the project's kind of each.
 TIMEOUT = "Timeout"
@@ -281,5 +280,4 @@ def _translate(
 
 
 def _short(text: str) -> str:
-    reason = redact(text.strip().splitlines()[0] if text.strip() else "")
-    return reason if len(reason) <= _MAX_REASON_LENGTH else reason[:197] + "..."
+    return first_line(text)

@@ -64,7 +64,6 @@ KEY_METHODS = choices("header", "query")
 DEFAULT_KEY_HEADER = "X-API-KEY"  # KEDA's names when keyParamName is not given
 DEFAULT_KEY_PARAM = "api_key"
 MAX_BODY_BYTES = 4 * 1024 * 1024
-RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
 # Query parameters whose value is taken for a credential: such a URL goes in urlFromEnv.
 _SECRET_PARAM = re.compile(
     r"(?i)(token|key|secret|passw|pwd|sig|auth|credential|session|signature)"
@@ -497,7 +496,7 @@ def _status_error(
         return _error(settings, base.UNAUTHORIZED, f"HTTP {status}: the endpoint refused {where}")
     if status == 404:
         return _error(settings, base.NOT_FOUND, "HTTP 404: no such path on the endpoint")
-    if status in RETRYABLE_STATUSES:
+    if status in retry.RETRYABLE_STATUSES:
         return _error(settings, base.UNAVAILABLE, f"HTTP {status} {response.reason or ''}".strip())
     return _error(settings, base.SERVICE_ERROR, f"HTTP {status} {response.reason or ''}".strip())
 

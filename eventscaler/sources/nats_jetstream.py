@@ -29,7 +29,7 @@ from requests.adapters import HTTPAdapter
 
 from eventscaler import retry
 from eventscaler.fields import ConfigError, parse_bool, parse_str, show
-from eventscaler.redact import redact
+from eventscaler.redact import first_line
 from eventscaler.sources import base
 from eventscaler.sources.base import KedaTrigger, SourceOptions, SourceType, optional, required
 from eventscaler.triggers import Trigger
@@ -39,8 +39,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_LAG_THRESHOLD = 10.0  # KEDA's default
 DEFAULT_ACCOUNT = "$G"  # NATS's global account, where streams live when no account is set up
 DEFAULT_POOL_SIZE = 16
-RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
-_MAX_REASON_LENGTH = 200
 _ENDPOINT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:\d{1,5})?$")
 _ACCOUNT = re.compile(r"^[^\s&#?/]{1,256}$")
 # JetStream's rule for stream and consumer names: no whitespace, '.', '*', '>' or path separators.
@@ -250,12 +248,8 @@ def transient_failure(exc: Exception) -> retry.Transient | None:
     """Connection errors, timeouts, 5xx and 429 (with its Retry-After) are worth another try."""
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return retry.Transient()
-    if isinstance(exc, _Status) and exc.response.status_code in RETRYABLE_STATUSES:
-        value = exc.response.headers.get("Retry-After")
-        try:
-            return retry.Transient(float(value) if value is not None else None)
-        except ValueError:
-            return retry.Transient()
+    if isinstance(exc, _Status):
+        return retry.after_status(exc.response.status_code, exc.response.headers)
     return None
 
 
@@ -312,7 +306,7 @@ def _error(settings: NatsJetStreamSettings, code: str, detail: str) -> NatsReadE
 
 def _http_error(settings: NatsJetStreamSettings, response: requests.Response) -> NatsReadError:
     status = response.status_code
-    reason = _first_line(response.text) or response.reason or ""
+    reason = first_line(response.text) or response.reason or ""
     code = REFUSED if status in (401, 403) else HTTP_ERROR
     return _error(settings, code, f"HTTP {status} {reason}".strip())
 
@@ -334,10 +328,4 @@ def _reason(exc: Exception) -> str:
     for marker in ("Caused by ", "] "):
         if marker in text:
             text = text.rsplit(marker, 1)[-1]
-    return _first_line(text.strip("()'\" ")) or type(exc).__name__
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    line = redact(lines[0].strip()) if lines else ""
-    return line if len(line) <= _MAX_REASON_LENGTH else line[: _MAX_REASON_LENGTH - 3] + "..."
+    return first_line(text.strip("()'\" ")) or type(exc).__name__

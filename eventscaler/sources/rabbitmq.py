@@ -59,7 +59,7 @@ from eventscaler.fields import (
     parse_text,
     show,
 )
-from eventscaler.redact import redact, register_secret
+from eventscaler.redact import first_line, redact, register_secret
 from eventscaler.sources import base
 from eventscaler.sources.base import (
     KedaTrigger,
@@ -83,10 +83,8 @@ DEFAULT_VALUE = 20.0  # KEDA's default target: 20 messages per replica
 DEFAULT_PAGE_SIZE = 100
 SCHEMES = {"amqp": AMQP, "amqps": AMQP, "http": HTTP, "https": HTTP}
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "http": 80, "https": 443}
-RETRYABLE_STATUSES = {429, 500, 502, 503, 504}
 STATS_COLUMNS = "name,messages,messages_ready,message_stats.publish_details.rate"
 CONNECTION_NAME = "eventscaler"  # shown in the management UI's connection list
-_MAX_REASON_LENGTH = 200
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 # RabbitMqReadError codes, and the project's kind of each.
@@ -358,11 +356,7 @@ def _error(
 
 
 def _short(text: str) -> str:
-    lines = text.strip().splitlines()
-    reason = redact(lines[0].strip()) if lines else ""
-    if len(reason) > _MAX_REASON_LENGTH:
-        reason = reason[: _MAX_REASON_LENGTH - 3] + "..."
-    return reason
+    return first_line(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -790,7 +784,7 @@ def _read_http(
             timeout=retry.call_timeout(timeout),
             allow_redirects=False,
         )
-        if response.status_code in RETRYABLE_STATUSES:
+        if response.status_code in retry.RETRYABLE_STATUSES:
             raise _HttpStatus(response)
         return response
 
@@ -828,11 +822,7 @@ def http_transient(exc: Exception) -> retry.Transient | None:
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return retry.Transient()
     if isinstance(exc, _HttpStatus):
-        value = exc.response.headers.get("Retry-After")
-        try:
-            return retry.Transient(float(value) if value is not None else None)
-        except ValueError:
-            return retry.Transient()
+        return retry.after_status(exc.response.status_code, exc.response.headers)
     return None
 
 

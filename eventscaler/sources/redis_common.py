@@ -55,7 +55,7 @@ from eventscaler.fields import (
     parse_str,
     show,
 )
-from eventscaler.redact import redact, register_secret
+from eventscaler.redact import first_line, register_secret
 from eventscaler.sources import base
 from eventscaler.sources.base import Field, optional
 
@@ -65,7 +65,6 @@ T = TypeVar("T")
 
 DEFAULT_POOL_SIZE = 16
 MAX_PORT = 65535
-_MAX_REASON_LENGTH = 200
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$")
 _ADDRESS = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>\d{1,5})$")
 KEY = re.compile(r"^\S(.*\S)?$")  # any key without surrounding blanks (Redis keys are binary)
@@ -302,9 +301,7 @@ def _authentication_detail(connection: RedisConnection) -> str:
 
 
 def _reason(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    reason = redact(lines[0].strip()) if lines else type(exc).__name__
-    return reason if len(reason) <= _MAX_REASON_LENGTH else reason[: _MAX_REASON_LENGTH - 3] + "..."
+    return first_line(str(exc)) or type(exc).__name__
 
 
 def transient_failure(exc: Exception) -> retry.Transient | None:
