@@ -247,7 +247,10 @@ def run_until_signalled(
         logger.info("leader election on: I am %s", elector.identity)
         elector.start()
     daemon.start()
-    stop.wait()
+    # A timed wait, not a bare one: the main thread wakes twice a second, so a SIGTERM's handler
+    # runs even if the wait itself is not woken by the signal.
+    while not stop.wait(0.5):
+        pass
     daemon.stop()
     if elector is not None:
         elector.stop()  # after the last run, so no write can follow the release
