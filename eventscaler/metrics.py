@@ -16,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from eventscaler.daemon import ReloadListener
 from eventscaler.engine import Outcome
+from eventscaler.events import DROP_CAUSES
 
 RULE_LABELS = ("rule", "namespace", "target_kind", "target")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -64,6 +65,12 @@ class Metrics(ReloadListener):
         self.rule_errors = Counter("eventscaler_rule_errors_total",
             "Ticks that could not do all they should, by kind (target-read, source-read...).",
             (*RULE_LABELS, "kind"), registry=r)
+        self.events_dropped = Counter("eventscaler_events_dropped_total",
+            "Events not sent, by cause: queue-full (the event queue was full), shutdown (still "
+            "queued when the flush time was up), send-failed (the API refused or failed).",
+            ("cause",), registry=r)
+        for cause in DROP_CAUSES:  # every series from the start, at 0, for alerts on increase()
+            self.events_dropped.labels(cause)
 
     def _process_metrics(self, r: CollectorRegistry) -> None:
         self.decision_duration = Histogram("eventscaler_tick_duration_seconds",
@@ -117,6 +124,9 @@ class Metrics(ReloadListener):
             for trigger in triggers:
                 _remove(self.trigger_value, (*labels, trigger))
                 _remove(self.queue_length, (*labels, trigger))
+
+    def event_dropped(self, cause: str) -> None:
+        self.events_dropped.labels(cause).inc()
 
     def reload_failed(self) -> None:
         self.reload_failures.inc()
