@@ -283,8 +283,11 @@ class _RuleLog:
     def decision(self, decision: Decision, last_step: str | None) -> None:
         # Every tick at DEBUG; at INFO when the reason changes (a hold that started, a pause...).
         changed = last_step is not None and decision.step != last_step and not decision.changes
+        level = logging.INFO if changed else logging.DEBUG
+        if not logger.isEnabledFor(level):
+            return  # the common case of a quiet tick: not even its extra fields are built
         logger.log(
-            logging.INFO if changed else logging.DEBUG,
+            level,
             "%s: rule %s: %d -> %d [%s]: %s",
             self._rule.target,
             self._rule.name,
