@@ -1086,7 +1086,19 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def compile_daemon(root: Path) -> None:
+    """Byte-compile the daemon's code, as the image does at build time (Dockerfile): where the
+    environment sets PYTHONDONTWRITEBYTECODE (as here, and in the image), every start would
+    otherwise compile eventscaler from source, 0.1-0.15 s of CPU no shipped daemon pays."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "eventscaler", "autoscaler.py"],
+        cwd=root,
+        check=True,
+    )
+
+
 def measure_everything(options: argparse.Namespace) -> dict[str, Any]:
+    compile_daemon(options.daemon_root)
     report: dict[str, Any] = {"code": git_state(options)}
     if options.once_runs:
         report["once"] = measure_once_cpu(options)
