@@ -30,9 +30,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import random
+import re
 import resource
 import signal
 import statistics
@@ -392,6 +394,11 @@ class RuleRun:
         )
         if until_age is not None:
             length = max(length, self.daemon.started + until_age - time.time())
+        resync = self.options.resync
+        if resync > 0 and not self.unrelated:
+            # Whole resync periods: each holds one target read per rule, so reads and CPU per
+            # tick are the steady average, not what a window happens to catch.
+            length = math.ceil(max(length, resync) / resync) * resync
         spy = self._start_profile(length) if profile_this else None
         pids = {"daemon": self.daemon.pid, **self.stage.pids(), "bench": os.getpid()}
         start, cpu_start = time.time(), {k: read_cpu_seconds(p) or 0.0 for k, p in pids.items()}
@@ -1025,6 +1032,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return _checked(parser, parser.parse_args(argv))
 
 
+def daemon_resync(options: argparse.Namespace) -> float:
+    """The daemon's --target-resync: from --daemon-arg, its environment, or its code's default
+    (0 for a daemon from before the resync: it reads its targets on every tick)."""
+    args = list(options.daemon_args)
+    for i, arg in enumerate(args):
+        if arg.startswith("--target-resync="):
+            return float(arg.split("=", 1)[1])
+        if arg == "--target-resync" and i + 1 < len(args):
+            return float(args[i + 1])
+    if "AUTOSCALER_TARGET_RESYNC" in options.extra_env:
+        return float(options.extra_env["AUTOSCALER_TARGET_RESYNC"])
+    code = options.daemon_root / "eventscaler" / "target_views.py"
+    found = re.search(r"^DEFAULT_RESYNC_SECONDS = ([\d.]+)", code.read_text() if code.exists()
+                      else "", re.MULTILINE)  # fmt: skip
+    return float(found[1]) if found else 0.0
+
+
 def _checked(parser: argparse.ArgumentParser, options: argparse.Namespace) -> argparse.Namespace:
     try:
         options.rule_counts = sorted({int(x) for x in options.rules.split(",") if x.strip()})
@@ -1099,6 +1123,8 @@ def compile_daemon(root: Path) -> None:
 
 def measure_everything(options: argparse.Namespace) -> dict[str, Any]:
     compile_daemon(options.daemon_root)
+    options.resync = daemon_resync(options)
+    log(f"the daemon's target resync: {options.resync:g} s")
     report: dict[str, Any] = {"code": git_state(options)}
     if options.once_runs:
         report["once"] = measure_once_cpu(options)

@@ -33,7 +33,7 @@ from eventscaler.config import Rule
 if TYPE_CHECKING:
     from eventscaler.engine import Scaler, TargetView
 
-DEFAULT_RESYNC_SECONDS = 30.0
+DEFAULT_RESYNC_SECONDS = 60.0
 
 
 @dataclass(frozen=True)

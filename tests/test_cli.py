@@ -1,5 +1,5 @@
 """The command line (eventscaler/cli.py). Scenarios covered:
-- --target-resync: 30 s by default, from AUTOSCALER_TARGET_RESYNC, the flag winning over it;
+- --target-resync: 60 s by default, from AUTOSCALER_TARGET_RESYNC, the flag winning over it;
   0 allowed (read on every tick); a negative value or a word is an error naming the flag or the
   variable
 - every `run` flag defaults from its environment variable, converted like the flag itself
@@ -15,7 +15,7 @@ CONFIG = ["run", "--config", "rules.yaml"]
 
 
 def test_target_resync_defaults_from_its_variable_and_the_flag_wins() -> None:
-    assert parse_args(CONFIG, {}).target_resync == 30.0
+    assert parse_args(CONFIG, {}).target_resync == 60.0
     assert parse_args(CONFIG, {"AUTOSCALER_TARGET_RESYNC": "12.5"}).target_resync == 12.5
     assert parse_args([*CONFIG, "--target-resync", "0"], {}).target_resync == 0.0
     flag_wins = parse_args([*CONFIG, "--target-resync", "5"], {"AUTOSCALER_TARGET_RESYNC": "60"})
