@@ -436,12 +436,13 @@ class RuleRun:
             writes_per_tick=r3(writes / intervals),
             requests_in_quiet_phase=kinds,
         )
-        # Tick spans, when each tick reads every target (a daemon without a resync) or from the
-        # DEBUG log's decision lines.
+        # Tick spans, when each tick reads every target (a daemon without a resync; with one, a
+        # round of reads spans the rules' phases, not a tick) or from the DEBUG decision lines.
         names, interval = self.names, self.options.interval
+        gets = self.collector.all_gets() if self.options.resync <= 0 else {}
         api = [
             c
-            for c in polling_cycles(self.collector.all_gets(), names, interval)
+            for c in polling_cycles(gets, names, interval)
             if start <= c.first and c.last <= end and c.rules == self.count
         ]
         logged = []
