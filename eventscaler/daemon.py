@@ -1,13 +1,11 @@
-"""Scheduling: one job per rule, the rule file watched for changes, clean shutdown.
+"""Scheduling: one APScheduler job per rule, the rule file watched for changes, clean shutdown.
 
-Each rule runs at its own pollingInterval on a shared pool of worker threads
-(eventscaler/scheduler.py), so a slow queue delays only its own rule, and one rule never runs
-twice at once.
+Each rule runs at its own pollingInterval on a shared thread pool, so a slow queue delays only its
+own rule; `max_instances=1` makes sure one rule never runs twice at once.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import re
@@ -16,7 +14,12 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor as FuturesPool
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from eventscaler.config import (
     ConfigProblem,
@@ -27,7 +30,6 @@ from eventscaler.config import (
     rules_in_force,
 )
 from eventscaler.engine import Engine, Outcome
-from eventscaler.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +126,11 @@ class Daemon:
         if stale_after is None:
             stale_after = max(MIN_STALE_AFTER, 3 * reload_interval)
         self.health = Health(time.monotonic(), stale_after)
-        self._scheduler = Scheduler(workers)
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=workers)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
         self._lock = threading.Lock()
 
     # -- rules -----------------------------------------------------------------------------
@@ -167,15 +173,18 @@ class Daemon:
     def start(self) -> None:
         """Load the rules and start the scheduler (returns at once)."""
         self.reload()
-        self._scheduler.schedule(RELOAD_JOB_ID, self.reload_interval, self.reload,
-                                 "rule file check", delay=self.reload_interval)  # fmt: skip
+        self._scheduler.add_job(
+            self.reload,
+            IntervalTrigger(seconds=self.reload_interval),
+            id=RELOAD_JOB_ID,
+        )
         self._scheduler.start()
         self._sync_jobs({}, dict(self.rules))
 
     def stop(self) -> None:
         """Stop scheduling; runs in progress finish first."""
         if self._scheduler.running:
-            self._scheduler.stop()
+            self._scheduler.shutdown(wait=True)
 
     def run_once(self) -> list[Outcome]:
         """Evaluate every rule once, concurrently, and return what each did."""
@@ -198,16 +207,24 @@ class Daemon:
         if not self._scheduler.running:
             return
         for name in previous.keys() - current.keys():
-            self._scheduler.cancel(_job_id(name))
+            self._scheduler.remove_job(_job_id(name))
+        now = datetime.now(UTC)
         for name, rule in current.items():
             old = previous.get(name)
             if old is not None and old.polling_interval == rule.polling_interval:
                 continue  # the job reads the rule by name, so other changes apply by themselves
-            # A new rule runs at once; a changed interval waits one interval, as planned.
-            delay = 0.0 if old is None else rule.polling_interval
-            self._scheduler.schedule(_job_id(name), rule.polling_interval,
-                                     functools.partial(self.tick, name), f"rule {name}",
-                                     delay)  # fmt: skip
+            self._scheduler.add_job(
+                self.tick,
+                IntervalTrigger(seconds=rule.polling_interval),
+                args=[name],
+                id=_job_id(name),
+                name=f"rule {name}",
+                replace_existing=True,
+                # A new rule runs at once; a changed interval waits one interval, as planned.
+                next_run_time=now
+                if old is None
+                else now + timedelta(seconds=rule.polling_interval),
+            )
 
 
 def _keep_unnamed(

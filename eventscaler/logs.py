@@ -21,7 +21,7 @@ CONTEXT_FIELDS = (
     "step",
     "dry_run",
 )
-QUIET_LOGGERS = ("kubernetes", "urllib3", "azure")
+QUIET_LOGGERS = ("apscheduler", "kubernetes", "urllib3", "azure")
 
 
 class JsonFormatter(logging.Formatter):
