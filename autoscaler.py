@@ -27,6 +27,7 @@ from eventscaler.config import describe_rule, load_rules
 
 if TYPE_CHECKING:
     from eventscaler.daemon import Daemon
+    from eventscaler.events import EventReporter
     from eventscaler.health import HealthServer
     from eventscaler.kube import ApiClient
     from eventscaler.leader import LeaderElector
@@ -139,29 +140,24 @@ class Parts:
     def __init__(self, args: argparse.Namespace) -> None:
         from eventscaler.daemon import Daemon, RuleFileWatcher
         from eventscaler.engine import Engine, Observer
-        from eventscaler.events import EventReporter
-        from eventscaler.kube import (
-            ClusterAccess,
-            EventRecorder,
-            ScaleTargetClient,
-            build_api_client,
-        )
+        from eventscaler.kube import ClusterAccess, ScaleTargetClient, build_api_client
         from eventscaler.metrics import Metrics
         from eventscaler.sources.base import SourceOptions
         from eventscaler.sources.pool import SourcePool
         from eventscaler.status import StatusBoard
 
         self.access = ClusterAccess(args.kubeconfig, args.context)
-        self.api_client = build_api_client(self.access, pool_size=args.workers)
+        self.api_client = build_api_client(self.access, pool_size=api_connections(args.workers))
         self.identity = replica_identity(args)
         options = SourceOptions(timeout_seconds=args.queue_timeout, pool_size=args.workers)
         self.source = SourcePool(options)
         self.scaler = ScaleTargetClient(self.api_client, timeout_seconds=args.api_timeout)
         self.metrics = Metrics()
         self.board = StatusBoard()
-        events = EventReporter(EventRecorder(self.api_client, self.identity, args.api_timeout))
+        events = self._event_reporter(args)
         observers: list[Observer] = [self.metrics, self.board, events]
-        engine = Engine(self.source, self.scaler, dry_run=args.dry_run, observers=observers)
+        engine = Engine(self.source, self.scaler, dry_run=args.dry_run, observers=observers,
+                        target_resync=args.target_resync)  # fmt: skip
         watcher = RuleFileWatcher(args.config, args.namespaces or None)
         self.elector = None
         if args.leader_elect and not args.once:
@@ -174,6 +170,15 @@ class Parts:
             is_leader=self.elector.is_leader if self.elector else lambda: True,
             listeners=[self.metrics, self.board, events],
         )
+
+    def _event_reporter(self, args: argparse.Namespace) -> EventReporter:
+        """Events leave the tick at once: one thread sends them from a bounded queue."""
+        from eventscaler.events import EventReporter, EventSender
+        from eventscaler.kube import EventRecorder
+
+        self.event_sender = EventSender(on_drop=self.metrics.event_dropped)
+        recorder = EventRecorder(self.api_client, self.identity, args.api_timeout)
+        return EventReporter(recorder, sender=self.event_sender)
 
     def health_server(self, args: argparse.Namespace) -> HealthServer:
         from eventscaler.health import ApiCheck, HealthServer
@@ -188,8 +193,16 @@ class Parts:
         return HealthServer(args.health_host, args.health_port, health, api_check, routes).start()
 
     def close(self) -> None:
+        self.event_sender.close()  # first: the queued events need the API client
         self.source.close()
         self.api_client.close()
+
+
+def api_connections(workers: int) -> int:
+    """Pooled connections to the API server: one per thread that may call it at once (the
+    workers, the event sender, the leader elector, the readiness check), so none opens and
+    throws away a connection of its own (a TLS handshake each time)."""
+    return workers + 3
 
 
 def build(args: argparse.Namespace) -> Parts | None:

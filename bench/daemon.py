@@ -188,6 +188,15 @@ class RequestCollector:
                     return value
                 self._changed.wait(min(remaining, 0.5))
 
+    def times_of(self, verb: str, resource: str, since: float) -> list[float]:
+        """Arrival times of the `verb` requests on `resource` (any name) since `since`."""
+        with self._changed:
+            return [
+                r.time
+                for r in self.requests
+                if r.verb == verb and r.resource == resource and r.time >= since
+            ]
+
     def counts_between(self, start: float, end: float) -> tuple[int, int, dict[str, int]]:
         """(reads, writes, {"VERB resource[/sub]": n}) of the requests in [start, end]."""
         reads = writes = 0

@@ -58,6 +58,11 @@ def _serve(conn: Connection, tls: bool, controller_delay: float | None) -> None:
     def set_replicas(namespace: str, name: str, replicas: int) -> None:
         server.set_replicas(namespace, name, replicas)
 
+    def set_replicas_many(namespace: str, names: list[str], replicas: int) -> int:
+        for name in names:
+            server.set_replicas(namespace, name, replicas)
+        return len(names)
+
     def replicas(namespace: str, name: str) -> int:
         spec = (server.get_deployment(namespace, name) or {}).get("spec") or {}
         return int(spec.get("replicas") or 0)
@@ -84,6 +89,7 @@ def _serve(conn: Connection, tls: bool, controller_delay: float | None) -> None:
         "write_kubeconfig": lambda path: str(server.write_kubeconfig(path)),
         "create_deployments": create_deployments,
         "set_replicas": set_replicas,
+        "set_replicas_many": set_replicas_many,
         "replicas": replicas,
         "drain": drain,
     }
@@ -186,6 +192,9 @@ class KubeServerProcess:
 
     def set_replicas(self, namespace: str, name: str, replicas: int) -> None:
         self.call("set_replicas", namespace, name, replicas)
+
+    def set_replicas_many(self, namespace: str, names: list[str], replicas: int) -> int:
+        return int(self.call("set_replicas_many", namespace, names, replicas))
 
     def replicas(self, namespace: str, name: str) -> int:
         return int(self.call("replicas", namespace, name))

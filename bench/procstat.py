@@ -41,6 +41,7 @@ class Sample:
     time: float  # time.time()
     rss: int | None
     cpu: float | None
+    hwm: int | None = None  # VmHWM: the peak RSS so far
 
 
 @dataclass
@@ -69,7 +70,9 @@ class Sampler:
         now = time.time()
         taken = {}
         for name, pid in self.pids.items():
-            sample = Sample(now, read_rss_bytes(pid), read_cpu_seconds(pid))
+            sample = Sample(
+                now, read_rss_bytes(pid), read_cpu_seconds(pid), read_rss_bytes(pid, "VmHWM")
+            )
             self.series.setdefault(name, []).append(sample)
             taken[name] = sample
         return taken
@@ -78,14 +81,15 @@ class Sampler:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def rss_at_age(self, name: str, start: float, age: float) -> int | None:
-        """The last RSS sampled at most `age` seconds after `start`."""
+    def rss_at_age(self, name: str, start: float, age: float, key: str = "rss") -> int | None:
+        """The last RSS (or `key` "hwm": VmHWM) sampled at most `age` seconds after `start`."""
         found = None
         for sample in self.series.get(name, []):
             if sample.time - start > age:
                 break
-            if sample.rss is not None:
-                found = sample.rss
+            value = getattr(sample, key)
+            if value is not None:
+                found = value
         return found
 
 

@@ -29,7 +29,10 @@ ACTIVITIES = (
     ("TLS (ssl)", re.compile(r"\(ssl\.py")),
     ("decision (policy.py)", re.compile(r"\(eventscaler/policy")),
     ("logging", re.compile(r"\(logging/")),
-    ("scheduler (apscheduler)", re.compile(r"\(apscheduler/")),
+    (
+        "scheduler (eventscaler, or APScheduler before it)",
+        re.compile(r"\((apscheduler/|eventscaler/scheduler)"),
+    ),
     ("JSON", re.compile(r"\(json/")),
     ("deep copies", re.compile(r"\(copy\.py")),
 )

@@ -1,72 +1,76 @@
-"""Azure Storage Queue side of the benchmark: set-up, floods, and the bare-query baseline.
+"""Azure Storage Queue side of the benchmark: set-up, floods, and the tuned bare client.
 
-The baseline is what the daemon's tick is compared with: the same number of bare
-`get_queue_properties` calls, against the same Azurite, with the same concurrency (a pool of
-`workers` threads sharing one HTTP connection pool of that size, as the daemon's reads do), and
-nothing else: no Kubernetes call, no decision, no scheduler.
+The bare client is what the daemon's queue read is compared with: the SDK's own
+`get_queue_properties`, tuned as a careful user would tune it (and as the daemon does): no
+per-call scan of the environment by `requests` (proxies, CA bundle, ~/.netrc), one pool of
+`pool_size` HTTP connections, no retries. Nothing else: no Kubernetes call, no decision, no
+scheduler.
 """
 
 from __future__ import annotations
 
 import contextlib
-import statistics
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.queue import QueueClient, QueueServiceClient
+from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 CALL_TIMEOUT = 10.0  # seconds to connect, and to wait for an answer
 
 
-class _PooledTransport(RequestsTransport):
-    """The SDK's transport with `pool_size` pooled connections (the daemon configures the same)."""
+class _TunedTransport(RequestsTransport):
+    """The SDK's transport with `pool_size` pooled connections, no environment scan per call
+    (the emulator is on 127.0.0.1: no proxy to look up), and no urllib3 retries."""
 
     def __init__(self, pool_size: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(use_env_settings=False, **kwargs)
         self._pool_size = pool_size
 
     def _init_session(self, session: requests.Session) -> None:
         super()._init_session(session)
-        adapter = HTTPAdapter(pool_maxsize=self._pool_size)
+        no_retries = Retry(total=False, redirect=False, raise_on_status=False)
+        adapter = HTTPAdapter(pool_maxsize=self._pool_size, max_retries=no_retries)
         for prefix in self._protocols:
             session.mount(prefix, adapter)
 
 
-@dataclass
-class Bare:
-    """Timings of bare concurrent reads, in seconds."""
+class _NoRetry(LinearRetry):
+    """Never retry (the storage policy reads retry_total=0 as no limit)."""
 
-    rounds: list[float]  # each: all queues read once, `workers` at a time
-    single: float  # median latency of one read on its own
-    cpu_per_call: float  # CPU seconds this (client) process spent per concurrent call
+    def increment(self, *args: Any, **kwargs: Any) -> bool:
+        return False
 
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rounds)
+
+def tuned_service(connection_string: str, pool_size: int, retries: int = 0) -> QueueServiceClient:
+    """A QueueServiceClient tuned as the module doc says; its HTTP session already open."""
+    policy = _NoRetry() if not retries else LinearRetry(backoff=0.2, retry_total=retries)
+    service = QueueServiceClient.from_connection_string(
+        connection_string,
+        transport=_TunedTransport(
+            pool_size, connection_timeout=CALL_TIMEOUT, read_timeout=CALL_TIMEOUT
+        ),
+        retry_policy=policy,
+    )
+    service.__enter__()
+    return service
 
 
 class QueueBench:
-    """One storage account (Azurite): creates queues, floods and clears them, times bare reads."""
+    """One storage account (Azurite): creates queues, floods them, one message each to many."""
 
     def __init__(self, connection_string: str, workers: int) -> None:
         self.workers = workers
-        # No retries: a bare read is timed as one call, and once Azurite is gone (Ctrl-C reaches
-        # it too) every call must fail at once, not after the SDK's backoff of 15 s and more.
-        self._service = QueueServiceClient.from_connection_string(
-            connection_string,
-            transport=_PooledTransport(
-                max(workers, 8), connection_timeout=CALL_TIMEOUT, read_timeout=CALL_TIMEOUT
-            ),
-            retry_total=0,
-        )
-        self._service.__enter__()
+        # A few quick retries (Azurite resets a keep-alive connection idle for a few seconds),
+        # not the SDK's backoff of 15 s and more: once Azurite is gone (Ctrl-C reaches it too)
+        # every call must fail soon.
+        self._service = tuned_service(connection_string, max(workers, 8), retries=2)
         self._clients: dict[str, QueueClient] = {}
 
     def close(self) -> None:
@@ -107,24 +111,26 @@ class QueueBench:
             client.send_message(f"flood-{i}")
         return landed
 
-    def clear(self, name: str) -> None:
-        self.client(name).clear_messages()
-
-    def measure_bare(self, names: Sequence[str], rounds: int) -> Bare:
-        """Read every queue's properties once per round, `workers` calls at a time."""
-        clients = [self.client(name) for name in names]
-        single = []
-        for client in clients[: min(len(clients), 20)]:
-            start = time.perf_counter()
-            client.get_queue_properties()
-            single.append(time.perf_counter() - start)
-        timings = []
+    def one_message_each(self, names: Sequence[str]) -> tuple[float, float]:
+        """One message into each queue, `workers` at a time; (time.time() before the first
+        send, time.time() once the last one was accepted)."""
+        for name in names:
+            self.client(name)
+        started = time.time()
         with self._pool() as pool:
-            list(pool.map(lambda c: c.get_queue_properties(), clients))  # warm every connection
-            cpu = time.process_time()
-            for _ in range(rounds):
-                start = time.perf_counter()
-                list(pool.map(lambda c: c.get_queue_properties(), clients))
-                timings.append(time.perf_counter() - start)
-            cpu = time.process_time() - cpu
-        return Bare(timings, statistics.median(single), cpu / (rounds * len(clients)))
+            list(pool.map(lambda n: self.client(n).send_message("mass-event"), names))
+        return started, time.time()
+
+
+def bare_reader(connection_string: str, pool_size: int) -> tuple[Any, Any]:
+    """(read(name), close()) of the tuned bare client: one `get_queue_properties` per read."""
+    service = tuned_service(connection_string, pool_size)
+    clients: dict[str, QueueClient] = {}
+
+    def read(name: str) -> None:
+        client = clients.get(name)
+        if client is None:
+            client = clients[name] = service.get_queue_client(name)
+        client.get_queue_properties()
+
+    return read, service.close

@@ -1,25 +1,28 @@
-"""`make bench`: how fast, how small and how economical the real daemon is, as rules grow.
+"""`make bench`: how lean and how fast the real daemon is, against the Kubernetes API test server
+and each source's server (Azurite for azure-queue), as rules grow. See docs/performance.md.
 
-For each rule count N (`--rules`, default 10,100,1000; an idle run with 0 rules comes first) the
-benchmark starts a fresh Azurite and a fresh Kubernetes API test server (TLS on, deployment
-controller on), creates N queues and N Deployments, writes a rule file of N rules (one queue and
-one Deployment each, pollingInterval 5 s) and runs the real daemon, `python autoscaler.py run`, on
-it. Then:
+1. `run --once --dry-run` with one rule, `--once-runs` times: CPU seconds of the whole process.
+2. The idle daemon (0 rules): RSS and its peak (VmHWM), the time to load the rule file.
+3. For each rule count N (`--rules`, default 10,100,1000), a fresh test server and Azurite, N
+   queues, N Deployments at 0 and N rules (one of each, pollingInterval 5 s), then:
+   - the bare reads: N `get_queue_properties` of a tuned SDK client on `--workers` threads, in a
+     child process of their own (bench/bare.py), before the daemon starts and after it stops;
+   - the real daemon, `python autoscaler.py run`, started like an operator would;
+   - start-up: to its first decision (its first target read) and until every rule has decided;
+   - the quiet phase (`--duration`; at the largest N until the daemon is 60 s old): the daemon's
+     CPU per interval over the bare reads' CPU, API reads and writes per tick from the test
+     server's request log; then VmHWM;
+   - at the largest N, the mass event: one message into each of the N empty queues, until every
+     Deployment is scaled, against the same work done bare (N reads and N scale patches on
+     `--workers` threads, bench/bare.py);
+   - reaction trials (`--trials`): a queue flooded at a random moment, until its scale write.
+4. Per source (`--sources`): CPU ms per rule-tick against its bare call's CPU ms (azure-queue's
+   row is the largest N's run; bench/sources.py is the hook for the others).
+5. The cluster-size check: the smallest N again, with `--unrelated` more Deployments in the rules'
+   namespace; the daemon's RSS must not change.
 
-1. bare queries: the same N `get_queue_properties` calls, `--workers` at a time (the daemon's
-   concurrency), against the same Azurite, before the daemon starts and after it stops;
-2. quiet phase (`--duration` s, nothing changes): tick time, API reads and writes per tick, CPU
-   per tick, from the test server's request log and /proc/PID/stat;
-3. reaction phase (`--trials` floods): a queue flooded at a random moment, the time until its
-   Deployment's scale PATCH reaches the test server;
-4. RSS (/proc/PID/status VmRSS) at the end.
-
-Last, the cluster-size check: the smallest N again, in a cluster holding `--unrelated` extra
-Deployments the rules do not name; the daemon's RSS must not change.
-
-Prints one table and writes the same figures as JSON (`--json`, default bench/results.json).
-Everything it starts (Azurite, the test server's process, the daemon, py-spy) is stopped on
-exit, on failure and on Ctrl-C. See docs/performance.md.
+Prints the tables and each target's verdict, and writes everything as JSON (`--json`, default
+bench/results.json). Everything it starts is stopped on exit, on failure and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import random
+import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -46,7 +52,8 @@ from typing import Any
 import yaml
 
 from bench import profile
-from bench.daemon import Cycle, DaemonRun, RequestCollector, polling_cycles
+from bench.bare import run_bare
+from bench.daemon import DaemonRun, RequestCollector, polling_cycles
 from bench.kubeproc import KubeServerProcess
 from bench.procstat import (
     MIB,
@@ -55,19 +62,22 @@ from bench.procstat import (
     read_rss_bytes,
     read_system_busy_seconds,
 )
-from bench.queues import QueueBench
-from tests.support.azurite import Azurite
+from bench.sources import BENCH_SOURCES, BenchSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"
-CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 ZERO_RULES_SECONDS = 10.0  # the idle daemon: long enough for two reload checks
 CLUSTER_CHECK_SECONDS = 20.0
+HWM_AGE_SECONDS = 60.0  # issue 12: peak RSS of the daemon with 1,000 rules after 60 s
+EVENTS_DRAIN_SECONDS = 60.0
 
-# Targets of issue 6.
-TARGET_RATIO = 1.25
+# Targets of issue 12 (and those of issue 6 that still apply).
+TARGET_ONCE_CPU_S = 0.8
+TARGET_CPU_RATIO = 1.1
+TARGET_HWM_MIB = 72
+TARGET_IDLE_HWM_MIB = 56
+TARGET_MASS_FACTOR = 1.5  # mass event <= one interval + this x the bare work
 TARGET_REACTION_SLACK = 0.5  # reaction <= pollingInterval + this
-TARGET_RSS_MIB = 96
 TARGET_STARTUP_S = 2.0
 
 
@@ -79,7 +89,10 @@ def rule_names(count: int) -> list[str]:
     return [f"bench-{i:04d}" for i in range(count)]
 
 
-def write_rules(path: Path, names: Sequence[str], interval: float) -> Path:
+def write_rules(
+    path: Path, names: Sequence[str], interval: float, sources: Sequence[BenchSource]
+) -> Path:
+    """N rules, one Deployment each; the sources take turns (one source: all of them)."""
     document = {
         "defaults": {
             "namespace": NAMESPACE,
@@ -92,16 +105,9 @@ def write_rules(path: Path, names: Sequence[str], interval: float) -> Path:
             {
                 "name": name,
                 "deployment": name,
-                "triggers": [
-                    {
-                        "type": "azure-queue",
-                        "queueName": name,
-                        "queueLength": 5,
-                        "connectionFromEnv": CONNECTION_ENV,
-                    }
-                ],
+                "triggers": [sources[i % len(sources)].trigger(name)],
             }
-            for name in names
+            for i, name in enumerate(names)
         ],
     }
     path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -119,36 +125,42 @@ def r3(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-class Stage:
-    """Azurite, the test server and a scratch directory for one measurement."""
+def mib(value: int | None) -> float | None:
+    return None if not value else r3(value / MIB)
 
-    def __init__(self, stack: contextlib.ExitStack, workers: int) -> None:
+
+class Stage:
+    """The test server, the sources' servers and a scratch directory for one measurement."""
+
+    def __init__(
+        self, stack: contextlib.ExitStack, workers: int, sources: Sequence[BenchSource]
+    ) -> None:
         self.workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        self.azurite = stack.enter_context(Azurite())
         self.kube = stack.enter_context(KubeServerProcess(tls=True, controller_delay=0.5))
         self.kubeconfig = self.kube.write_kubeconfig(self.workdir / "kubeconfig")
-        self.queues = QueueBench(self.azurite.connection_string, workers)
-        stack.callback(self.queues.close)
+        self.sources = list(sources)
+        for source in self.sources:
+            source.start(stack, workers)
+
+    def env(self) -> dict[str, str]:
+        return {k: v for source in self.sources for k, v in source.env().items()}
+
+    def pids(self) -> dict[str, int]:
+        pids = {"kubeapi": self.kube.pid}
+        for source in self.sources:
+            pids.update(source.pids())
+        return pids
 
     def daemon(
-        self, options: argparse.Namespace, rules: Path, stack: contextlib.ExitStack
+        self,
+        options: argparse.Namespace,
+        args: Sequence[str],
+        stack: contextlib.ExitStack,
     ) -> DaemonRun:
         run = DaemonRun(
             options.daemon_root,
-            [
-                "run",
-                "--config",
-                str(rules),
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--workers",
-                str(options.workers),
-                "--health-port",
-                "-1",
-                "--log-level",
-                options.daemon_log_level,
-            ],
-            {CONNECTION_ENV: self.azurite.connection_string, **options.extra_env},
+            ["run", *args, "--kubeconfig", str(self.kubeconfig), *options.daemon_args],
+            {**self.env(), **options.extra_env},
         )
         stack.callback(run.kill)  # after a clean stop, a no-op
         return run.start()
@@ -166,25 +178,77 @@ def wait_until(condition: Any, timeout: float, what: str, daemon: DaemonRun) -> 
     raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}:\n{daemon.tail()}")
 
 
-# --- the idle daemon -------------------------------------------------------------------------
+def new_sources(options: argparse.Namespace) -> list[BenchSource]:
+    return [BENCH_SOURCES[name]() for name in options.sources]
+
+
+# --- 1. run --once --dry-run -----------------------------------------------------------------
+
+
+def measure_once_cpu(options: argparse.Namespace) -> dict[str, Any]:
+    """CPU seconds (user + system) of whole `run --once --dry-run` processes with one rule."""
+    log(f"run --once --dry-run, 1 rule, {options.once_runs} runs")
+    with contextlib.ExitStack() as stack:
+        source = BENCH_SOURCES[options.sources[0]]()
+        stage = Stage(stack, options.workers, [source])
+        source.create(["once"])
+        stage.kube.create_deployments(NAMESPACE, ["once"], 0)
+        rules = write_rules(stage.workdir / "once.yaml", ["once"], options.interval, [source])
+        args = [
+            sys.executable,
+            str(options.daemon_root / "autoscaler.py"),
+            "run",
+            "--once",
+            "--dry-run",
+            "--config",
+            str(rules),
+            "--kubeconfig",
+            str(stage.kubeconfig),
+            "--health-port",
+            "-1",
+        ]
+        env = {**os.environ, **stage.env(), **options.extra_env}
+        env.pop("KUBECONFIG", None)
+        cpu, wall = [], []
+        for _ in range(options.once_runs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.monotonic()
+            done = subprocess.run(
+                args, cwd=options.daemon_root, env=env, capture_output=True, text=True, timeout=120
+            )
+            wall.append(time.monotonic() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if done.returncode != 0:
+                raise RuntimeError(f"run --once failed ({done.returncode}):\n{done.stderr[-2000:]}")
+            cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    result = {
+        "runs": len(cpu),
+        "cpu_s": r3(statistics.median(cpu)),
+        "cpu_runs_s": [r3(c) for c in cpu],
+        "wall_s": r3(statistics.median(wall)),
+    }
+    log(f"run --once --dry-run: {result['cpu_s']} CPU s (median), {result['wall_s']} s wall")
+    return result
+
+
+# --- 2. the idle daemon --------------------------------------------------------------------------
 
 
 def measure_zero(options: argparse.Namespace) -> dict[str, Any]:
     log("0 rules: idle daemon")
     with contextlib.ExitStack() as stack:
-        stage = Stage(stack, options.workers)
-        rules = write_rules(stage.workdir / "rules.yaml", [], options.interval)
-        daemon = stage.daemon(options, rules, stack)
+        stage = Stage(stack, options.workers, [])
+        rules = write_rules(stage.workdir / "rules.yaml", [], options.interval, [])
+        daemon = stage.daemon(options, ["--config", str(rules), "--health-port", "-1"], stack)
         loaded = wait_until(
             lambda: daemon.first_line_time("loaded"), 60, "the rule file to load", daemon
         )
         time.sleep(ZERO_RULES_SECONDS)
-        rss = read_rss_bytes(daemon.pid)
-        cpu = read_cpu_seconds(daemon.pid)
         result: dict[str, Any] = {
             "rules": 0,
-            "rss_mib": r3(rss / MIB) if rss else None,
-            "cpu_s_total": r3(cpu),
+            "rss_mib": mib(read_rss_bytes(daemon.pid)),
+            "hwm_mib": mib(read_rss_bytes(daemon.pid, "VmHWM")),
+            "cpu_s_total": r3(read_cpu_seconds(daemon.pid)),
             "startup_rules_loaded_s": r3(loaded - daemon.started),
             "age_s": r3(time.time() - daemon.started),
         }
@@ -196,7 +260,7 @@ def measure_zero(options: argparse.Namespace) -> dict[str, Any]:
 
 def profile_imports(options: argparse.Namespace, stage: Stage, rules: Path) -> dict[str, Any]:
     """`python -X importtime` on a `--once` run of an empty rule file: the run path's imports."""
-    env = {**os.environ, CONNECTION_ENV: stage.azurite.connection_string}
+    env = {**os.environ, **stage.env()}
     env.pop("KUBECONFIG", None)
     start = time.monotonic()
     done = subprocess.run(
@@ -224,237 +288,331 @@ def profile_imports(options: argparse.Namespace, stage: Stage, rules: Path) -> d
     return summary
 
 
-# --- N rules -----------------------------------------------------------------------------------
+# --- 3. N rules ----------------------------------------------------------------------------------
 
 
-def measure_rules(
-    count: int, options: argparse.Namespace, profile_this: bool, unrelated: int = 0
-) -> dict[str, Any]:
-    label = f"{count} rules" + (f" + {unrelated} unrelated Deployments" if unrelated else "")
-    log(f"{label}: setting up")
-    names = rule_names(count)
-    with contextlib.ExitStack() as stack:
-        stage = Stage(stack, options.workers)
-        stage.queues.create_queues(names)
-        stage.kube.create_deployments(NAMESPACE, names, 0)
+class RuleRun:
+    """One rule count's measurement: set-up, bare work, the daemon's phases, the figures."""
+
+    def __init__(
+        self,
+        count: int,
+        options: argparse.Namespace,
+        stack: contextlib.ExitStack,
+        sources: Sequence[BenchSource],
+        unrelated: int = 0,
+    ) -> None:
+        self.count, self.options, self.stack, self.unrelated = count, options, stack, unrelated
+        self.names = rule_names(count)
+        self.label = f"{count} rules" + (
+            f" + {unrelated} unrelated Deployments" if unrelated else ""
+        )
+        self.result: dict[str, Any] = {
+            "rules": count,
+            "unrelated_deployments": unrelated,
+            "sources": [s.type for s in sources],
+        }
+        log(f"{self.label}: setting up")
+        self.stage = Stage(stack, options.workers, sources)
+        self.source = self.stage.sources[0]
+        for i, source in enumerate(self.stage.sources):
+            source.create(self.names[i :: len(self.stage.sources)])
+        self.stage.kube.create_deployments(NAMESPACE, self.names, 0)
         # In the rules' own namespace: the worst case for a daemon that lists or watches it.
         for start in range(0, unrelated, 1000):
             batch = [f"unrelated-{i:05d}" for i in range(start, min(unrelated, start + 1000))]
-            stage.kube.create_deployments(NAMESPACE, batch, 1)
-        rules = write_rules(stage.workdir / "rules.yaml", names, options.interval)
+            self.stage.kube.create_deployments(NAMESPACE, batch, 1)
+        self.rules = write_rules(
+            self.stage.workdir / "rules.yaml", self.names, options.interval, self.stage.sources
+        )
+        self.bare_reads: list[dict[str, Any]] = []
 
-        bare_rounds: list[float] = []
-        single = bare_cpu = None
-        if not unrelated:
-            bare = stage.queues.measure_bare(names, options.bare_rounds)
-            bare_rounds, single = list(bare.rounds), bare.single
-            bare_cpu = bare.cpu_per_call
-            log(f"{label}: bare queries {statistics.median(bare_rounds):.3f} s")
+    # -- bare work --------------------------------------------------------------------------
 
-        collector = RequestCollector(stage.kube).start()
-        stack.callback(collector.stop)
-        daemon = stage.daemon(options, rules, stack)
-        sampler = Sampler(
-            {"daemon": daemon.pid, "azurite": stage.azurite.pid or 0, "kubeapi": stage.kube.pid}
-        ).start()
-        stack.callback(sampler.stop)
+    def measure_bare_reads(self, rounds: int) -> None:
+        if len(self.stage.sources) != 1:
+            return  # a mixed run has no single bare call to compare with
+        bare = run_bare(self.source, self.names, self.stage.workdir, self.options.workers, rounds)
+        self.bare_reads.append(bare)
+        log(
+            f"{self.label}: bare reads {bare['median_s']:.3f} s a round, "
+            f"{bare['cpu_s_per_call'] * 1000:.3f} CPU ms a call"
+        )
 
-        # Start-up: until every rule has read its Deployment once (the end of the first tick).
+    def measure_bare_mass(self) -> dict[str, Any]:
+        """N reads + N scale patches, bare; the Deployments then go back to 0 (not logged)."""
+        scale = (self.stage.kubeconfig, NAMESPACE, 1)
+        bare = run_bare(self.source, self.names, self.stage.workdir, self.options.workers, 1, scale)
+        self.stage.kube.set_replicas_many(NAMESPACE, self.names, 0)
+        log(f"{self.label}: bare mass work (reads + scale patches) {bare['wall_s']:.2f} s")
+        return bare
+
+    # -- the daemon ---------------------------------------------------------------------------
+
+    def start_daemon(self) -> None:
+        self.stage.kube.drain()  # the set-up's and the bare work's requests are not the daemon's
+        self.collector = RequestCollector(self.stage.kube).start()
+        self.stack.callback(self.collector.stop)
+        args = [
+            "--config",
+            str(self.rules),
+            "--workers",
+            str(self.options.workers),
+            "--health-port",
+            "-1",
+            "--log-level",
+            self.options.daemon_log_level,
+        ]
+        self.daemon = self.stage.daemon(self.options, args, self.stack)
+        self.sampler = Sampler({"daemon": self.daemon.pid, **self.stage.pids()}).start()
+        self.stack.callback(self.sampler.stop)
+
         def first_tick_done() -> float | None:
-            gets = collector.all_gets()
-            if count and len(gets) >= count and all(gets.get(n) for n in names):
+            gets = self.collector.all_gets()
+            if len(gets) >= self.count and all(gets.get(n) for n in self.names):
                 return max(times[0] for times in gets.values())
             return None
 
-        first_done = wait_until(first_tick_done, 120, "the first tick", daemon)
-        first_get = min(times[0] for times in collector.all_gets().values())
-        log(f"{label}: first tick done {first_done - daemon.started:.2f} s after start")
+        done = wait_until(first_tick_done, 120, "every rule's first decision", self.daemon)
+        first = min(times[0] for times in self.collector.all_gets().values())
+        loaded = self.daemon.first_line_time("loaded") or 0.0
+        self.result.update(
+            startup_first_decision_s=r3(first - self.daemon.started),
+            startup_first_tick_done_s=r3(done - self.daemon.started),
+            startup_rules_loaded_s=r3(loaded - self.daemon.started),
+        )
+        log(
+            f"{self.label}: first decision {first - self.daemon.started:.2f} s after start, "
+            f"every rule's {done - self.daemon.started:.2f} s"
+        )
 
-        # Quiet phase: nothing changes, so every tick is a pure read.
-        quiet = options.duration if not unrelated else min(options.duration, CLUSTER_CHECK_SECONDS)
-        spy = None
-        if profile_this:
-            spy_out = options.profile_dir / f"profile-{count}-rules.txt"
-            spy = profile.start_recording(daemon.pid, quiet, spy_out)
-            stack.callback(lambda: spy.poll() is None and spy.kill())
-        quiet_start = time.time()
-        cpu_start = read_cpu_seconds(daemon.pid) or 0.0
-        side_start = {k: read_cpu_seconds(p) or 0.0 for k, p in sampler.pids.items()}
-        side_start["bench"] = read_cpu_seconds(os.getpid()) or 0.0
+    def quiet_phase(self, until_age: float | None, profile_this: bool) -> None:
+        """Nothing changes: the CPU a steady interval costs, API reads and writes per tick."""
+        options = self.options
+        length = (
+            options.duration if not self.unrelated else min(options.duration, CLUSTER_CHECK_SECONDS)
+        )
+        if until_age is not None:
+            length = max(length, self.daemon.started + until_age - time.time())
+        resync = self.options.resync
+        if resync > 0 and not self.unrelated:
+            # Whole resync periods: each holds one target read per rule, so reads and CPU per
+            # tick are the steady average, not what a window happens to catch.
+            length = math.ceil(max(length, resync) / resync) * resync
+        spy = self._start_profile(length) if profile_this else None
+        pids = {"daemon": self.daemon.pid, **self.stage.pids(), "bench": os.getpid()}
+        start, cpu_start = time.time(), {k: read_cpu_seconds(p) or 0.0 for k, p in pids.items()}
         busy_start = read_system_busy_seconds()
-        stop_at = time.monotonic() + quiet
+        stop_at = time.monotonic() + length
         while time.monotonic() < stop_at:
-            if not daemon.alive():
-                raise RuntimeError(f"the daemon exited:\n{daemon.tail()}")
+            if not self.daemon.alive():
+                raise RuntimeError(f"the daemon exited:\n{self.daemon.tail()}")
             time.sleep(0.2)
-        quiet_end = time.time()
-        cpu_end = read_cpu_seconds(daemon.pid) or 0.0
-        side_end = {k: read_cpu_seconds(p) or 0.0 for k, p in sampler.pids.items()}
-        side_end["bench"] = read_cpu_seconds(os.getpid()) or 0.0
+        end, cpu_end = time.time(), {k: read_cpu_seconds(p) or 0.0 for k, p in pids.items()}
         busy = read_system_busy_seconds() - busy_start
-        ours = cpu_end - cpu_start + sum(side_end[k] - side_start[k] for k in side_end)
         time.sleep(0.3)  # the last requests reach the log
-        collector.collect()
-
-        def in_quiet(times: dict[str, list[float]]) -> list[Cycle]:
-            return [
-                c
-                for c in polling_cycles(times, names, options.interval)
-                if quiet_start <= c.first and c.last <= quiet_end
-            ]
-
-        cycles = in_quiet(collector.all_gets())
-        logged = in_quiet(daemon.decision_times()) if options.daemon_log_level == "DEBUG" else []
-        ticks_in_quiet = (quiet_end - quiet_start) / options.interval
-        result: dict[str, Any] = {"rules": count, "unrelated_deployments": unrelated}
-        if logged:
-            result["tick_from_log_s"] = r3(statistics.median(c.span for c in logged))
-        # The API clock when the daemon reads every Deployment every tick; else (a cache) only
-        # the log's. A cycle some rules did not read in is no tick of the API clock.
-        cycles = [c for c in cycles if c.rules == count]
-        clock = cycles or logged
-        if clock:
-            spans = [c.span for c in clock]
-            # The server sees each rule's Deployment read, not its queue read: one queue read
-            # (the last rule's, after its Deployment read) is outside the span it sees.
-            lead = (single or 0.0) if cycles else 0.0
-            window_reads, window_writes, kinds = collector.counts_between(
-                clock[0].first, clock[-1].last
-            )
-            result.update(
-                ticks=len(clock),
-                tick_clock="api" if cycles else "log",
-                tick_s=r3(statistics.median(spans) + lead),
-                tick_max_s=r3(max(spans) + lead),
-                tick_spans_s=[r3(s) for s in spans],
-                incomplete_cycles=sum(1 for c in clock if c.rules != count),
-                reads_per_rule_per_tick=r3(window_reads / (count * len(clock))),
-                writes_per_tick=r3(window_writes / len(clock)),
-                requests_in_quiet_cycles=kinds,
-            )
-        else:
-            # No tick boundaries (no complete API cycle, no DEBUG log): count over the phase.
-            window_reads, window_writes, kinds = collector.counts_between(quiet_start, quiet_end)
-            result.update(
-                tick_clock=None,
-                reads_per_rule_per_tick=r3(window_reads / (count * ticks_in_quiet)),
-                writes_per_tick=r3(window_writes / ticks_in_quiet),
-                requests_in_quiet_cycles=kinds,
-            )
-            log(f"{label}: no tick time: not every rule reads the API each tick; "
-                "--daemon-log-level DEBUG times ticks from the daemon's log")  # fmt: skip
-        result.update(
-            cpu_s_per_tick=r3((cpu_end - cpu_start) / ticks_in_quiet),
-            other_cpu_s_per_tick={
-                k: r3((side_end[k] - side_start[k]) / ticks_in_quiet)
-                for k in side_start
-                if k not in ("daemon", "bench")
+        self.collector.collect()
+        used = {k: cpu_end[k] - cpu_start[k] for k in pids}
+        intervals = (end - start) / options.interval
+        self.result.update(
+            quiet_s=r3(end - start),
+            cpu_s_per_interval=round(used["daemon"] / intervals, 4),
+            other_cpu_s_per_interval={
+                k: r3(v / intervals) for k, v in used.items() if k not in ("daemon", "bench")
             },
             # Other processes on the machine (their CPU competes with ours on the same cores).
-            background_cpu_cores=r3(max(0.0, busy - ours) / (quiet_end - quiet_start)),
-            startup_first_decision_s=r3(first_get - daemon.started),
-            startup_first_tick_done_s=r3(first_done - daemon.started),
-            startup_rules_loaded_s=r3((daemon.first_line_time("loaded") or 0) - daemon.started),
+            background_cpu_cores=r3(max(0.0, busy - sum(used.values())) / (end - start)),
+            hwm_mib=mib(read_rss_bytes(self.daemon.pid, "VmHWM")),
+            hwm_age_s=r3(time.time() - self.daemon.started),
         )
+        self._count_requests(start, end, intervals)
         if spy is not None:
-            spy.wait(quiet + 30)
-            stacks = profile.read_collapsed(spy_out)
-            summary = profile.summarize(stacks)
-            summary["file"] = str(spy_out)
-            summary["seconds"] = quiet
-            result["profile"] = summary
-            log(f"{label}: profile in {spy_out}")
+            self._finish_profile(spy, length)
 
-        if options.trials and not unrelated:
-            log(f"{label}: {options.trials} reaction trials")
-            result["reaction"] = reaction_trials(stage, collector, names, options, daemon)
+    def _count_requests(self, start: float, end: float, intervals: float) -> None:
+        reads, writes, kinds = self.collector.counts_between(start, end)
+        self.result.update(
+            reads_per_rule_per_tick=r3(reads / (self.count * intervals)),
+            writes_per_tick=r3(writes / intervals),
+            requests_in_quiet_phase=kinds,
+        )
+        # Tick spans, when each tick reads every target (a daemon without a resync; with one, a
+        # round of reads spans the rules' phases, not a tick) or from the DEBUG decision lines.
+        names, interval = self.names, self.options.interval
+        gets = self.collector.all_gets() if self.options.resync <= 0 else {}
+        api = [
+            c
+            for c in polling_cycles(gets, names, interval)
+            if start <= c.first and c.last <= end and c.rules == self.count
+        ]
+        logged = []
+        if self.options.daemon_log_level == "DEBUG":
+            logged = [
+                c
+                for c in polling_cycles(self.daemon.decision_times(), names, interval)
+                if start <= c.first and c.last <= end
+            ]
+        clock = logged or api
+        if clock:
+            self.result.update(
+                tick_clock="log" if logged else "api",
+                tick_s=r3(statistics.median(c.span for c in clock)),
+                tick_max_s=r3(max(c.span for c in clock)),
+            )
 
-        rss = read_rss_bytes(daemon.pid)
-        result.update(
-            rss_mib=r3(rss / MIB) if rss else None,
-            rss_peak_mib=r3((read_rss_bytes(daemon.pid, "VmHWM") or 0) / MIB),
-            age_s=r3(time.time() - daemon.started),
+    def mass_event(self, bare: dict[str, Any]) -> None:
+        """One message into each empty queue; until every Deployment has been scaled."""
+        log(f"{self.label}: mass event")
+        sent_from, landed = self.source.one_message_each(self.names)
+        deadline = 3 * self.options.interval + 120
+        last = 0.0
+        for name in self.names:
+            written = self.collector.first_after("write", name, sent_from, deadline)
+            if written is None:
+                raise RuntimeError(f"mass event: {name} was not scaled:\n{self.daemon.tail()}")
+            last = max(last, written)
+        events = self._wait_for_events(sent_from)
+        limit = self.options.interval + TARGET_MASS_FACTOR * bare["wall_s"]
+        self.result["mass_event"] = {
+            "sending_s": r3(landed - sent_from),
+            "until_all_scaled_s": r3(last - landed),
+            "from_first_send_s": r3(last - sent_from),
+            "bare_work_s": r3(bare["wall_s"]),
+            "bare_cpu_s": r3(bare["cpu_s"]),
+            "limit_s": r3(limit),
+            "events_posted": events[0],
+            "events_done_after_s": r3(events[1] - landed) if events[1] else None,
+            "hwm_mib_after": mib(read_rss_bytes(self.daemon.pid, "VmHWM")),
+        }
+        log(
+            f"{self.label}: mass event: every Deployment scaled {last - landed:.2f} s after the "
+            f"last message landed (bare work {bare['wall_s']:.2f} s)"
+        )
+
+    def _wait_for_events(self, since: float) -> tuple[int, float | None]:
+        """SuccessfulRescale events of the mass event: how many reached the API, the last when."""
+        deadline = time.monotonic() + EVENTS_DRAIN_SECONDS
+        while True:
+            self.collector.collect()
+            times = self.collector.times_of("create", "events", since)
+            if len(times) >= self.count or time.monotonic() > deadline:
+                return len(times), max(times) if times else None
+            time.sleep(0.5)
+
+    def finish(self) -> dict[str, Any]:
+        rss = read_rss_bytes(self.daemon.pid)
+        series = self.sampler.series["daemon"]
+        self.result.update(
+            rss_mib=mib(rss),
+            hwm_mib_end=mib(read_rss_bytes(self.daemon.pid, "VmHWM")),
+            age_s=r3(time.time() - self.daemon.started),
             rss_series_mib=[
-                [r3(s.time - daemon.started), r3(s.rss / MIB)]
-                for s in sampler.series["daemon"][:: max(1, len(sampler.series["daemon"]) // 60)]
+                [r3(s.time - self.daemon.started), mib(s.rss)]
+                for s in series[:: max(1, len(series) // 60)]
                 if s.rss
             ],
+            daemon_problem_lines=self.daemon.problem_lines()[:20],
+            daemon_exit_code=self.daemon.stop(),
         )
-        result["daemon_problem_lines"] = daemon.problem_lines()[:20]
-        code = daemon.stop()
-        result["daemon_exit_code"] = code
-        if bare_rounds:  # again, with the daemon stopped
-            after = stage.queues.measure_bare(names, max(1, options.bare_rounds - 1))
-            bare_rounds += after.rounds
-            bare_median = statistics.median(bare_rounds)
-            result.update(
-                bare_s=r3(bare_median),
-                bare_rounds_s=[r3(b) for b in bare_rounds],
-                bare_single_read_s=r3(single),
-                bare_client_cpu_ms_per_call=r3(bare_cpu * 1000) if bare_cpu else None,
-                ratio=r3(result["tick_s"] / bare_median) if "tick_s" in result else None,
-            )
-        sampler.stop()
-        result["_sampler"] = sampler
-        result["_started"] = daemon.started
-        log(
-            f"{label}: tick {result.get('tick_s')} s, bare {result.get('bare_s')} s, "
-            f"RSS {result['rss_mib']} MiB"
+        self.sampler.stop()
+        if self.bare_reads and not self.unrelated:
+            self.measure_bare_reads(max(1, self.options.bare_rounds - 1))  # the daemon stopped
+            self._compare_with_bare()
+        self.result["_sampler"], self.result["_started"] = self.sampler, self.daemon.started
+        return self.result
+
+    def _compare_with_bare(self) -> None:
+        rounds = [t for bare in self.bare_reads for t in bare["rounds_s"]]
+        cpu_call = statistics.median(b["cpu_s_per_call"] for b in self.bare_reads)
+        daemon_cpu = self.result.get("cpu_s_per_interval")
+        self.result.update(
+            bare_s=r3(statistics.median(rounds)),
+            bare_rounds_s=[r3(t) for t in rounds],
+            bare_single_read_s=r3(self.bare_reads[0]["single_s"]),
+            bare_cpu_ms_per_call=r3(cpu_call * 1000),
+            bare_cpu_s_per_interval=r3(cpu_call * self.count),
+            cpu_ratio=r3(daemon_cpu / (cpu_call * self.count)) if daemon_cpu else None,
+            cpu_ms_per_rule_tick=r3(daemon_cpu * 1000 / self.count) if daemon_cpu else None,
         )
+        if "tick_s" in self.result:
+            self.result["tick_over_bare"] = r3(self.result["tick_s"] / self.result["bare_s"])
+
+    # -- profile ------------------------------------------------------------------------------
+
+    def _start_profile(self, seconds: float) -> subprocess.Popen[bytes]:
+        self.spy_out = self.options.profile_dir / f"profile-{self.count}-rules.txt"
+        spy = profile.start_recording(self.daemon.pid, seconds, self.spy_out)
+        self.stack.callback(lambda: spy.poll() is None and spy.kill())
+        return spy
+
+    def _finish_profile(self, spy: subprocess.Popen[bytes], seconds: float) -> None:
+        spy.wait(seconds + 30)
+        summary = profile.summarize(profile.read_collapsed(self.spy_out))
+        summary.update(file=str(self.spy_out), seconds=seconds)
+        self.result["profile"] = summary
+        log(f"{self.label}: profile in {self.spy_out}")
+
+
+def measure_rules(
+    count: int,
+    options: argparse.Namespace,
+    largest: bool,
+    sources: Sequence[BenchSource],
+    unrelated: int = 0,
+    trials: int | None = None,
+) -> dict[str, Any]:
+    with contextlib.ExitStack() as stack:
+        run = RuleRun(count, options, stack, sources, unrelated)
+        mass_bare = None
+        if not unrelated:
+            run.measure_bare_reads(options.bare_rounds)
+            if largest and options.mass_event:
+                mass_bare = run.measure_bare_mass()
+        run.start_daemon()
+        run.quiet_phase(HWM_AGE_SECONDS if largest else None, options.profile and largest)
+        if mass_bare is not None:
+            run.mass_event(mass_bare)
+        trials = options.trials if trials is None else trials
+        if trials and not unrelated:
+            log(f"{run.label}: {trials} reaction trials")
+            run.result["reaction"] = reaction_trials(run, trials)
+        result = run.finish()
+    log(
+        f"{run.label}: CPU {result.get('cpu_s_per_interval')} s an interval "
+        f"(ratio {result.get('cpu_ratio')}), VmHWM {result.get('hwm_mib')} MiB"
+    )
     return result
 
 
-def reaction_trials(
-    stage: Stage,
-    collector: RequestCollector,
-    names: Sequence[str],
-    options: argparse.Namespace,
-    daemon: DaemonRun,
-) -> dict[str, Any]:
-    """Flood queues at random moments; time each flood to its Deployment's scale write.
+def reaction_trials(run: RuleRun, trials: int) -> dict[str, Any]:
+    """Flood queues at random moments; time each flood to its Deployment's next scale write.
 
-    `--lanes` trials run at once, each on its own rule. A rule used again is reset first (queue
-    emptied, replicas set back to 0 as `kubectl scale` would) and left until the daemon has read
-    it once in that state, so the next flood starts from a quiet rule.
+    `--lanes` trials at once, each on a rule of its own, each flood adding `--flood` messages to
+    what the queue holds, so every trial asks for more replicas than the last write set: no
+    reset by hand (which a daemon would only see at its next resync) is needed.
     """
+    options, names = run.options, run.names
     rng = random.Random(options.seed + len(names))
     order = list(names)
     rng.shuffle(order)
-    lanes = max(1, min(options.lanes, len(names), options.trials))
+    lanes = max(1, min(options.lanes, len(names), trials))
     latencies: list[float] = []
     missed: list[str] = []
     lock = threading.Lock()
-    stop = threading.Event()
     timeout = 3 * options.interval
-
-    def reset(name: str) -> bool:
-        for _ in range(3):
-            stage.queues.clear(name)
-            stage.kube.set_replicas(NAMESPACE, name, 0)
-            since = time.time()
-            seen = collector.first_after("get", name, since + 0.05, timeout)
-            if seen is None:
-                return False
-            time.sleep(0.3)  # a write decided on that read would arrive by now
-            quiet = collector.first_after("write", name, since, 0) is None
-            if quiet and stage.kube.replicas(NAMESPACE, name) == 0:
-                return True
-        return False
 
     def lane(index: int) -> None:
         lane_rng = random.Random(options.seed * 1000 + index)
-        for trial in range(index, options.trials, lanes):
-            if stop.is_set():
-                return
+        for trial in range(index, trials, lanes):
+            time.sleep(lane_rng.uniform(0, options.interval))
             name = order[trial % len(order)]
-            if trial >= len(order) and not reset(name):
+            try:
+                landed = run.source.flood(name, options.flood)
+            except Exception as exc:  # the source's server failed us: not the daemon's miss
                 with lock:
-                    missed.append(f"{name}: could not reset")
+                    missed.append(f"{name}: the flood failed: {type(exc).__name__}")
                 continue
-            if stop.wait(lane_rng.uniform(0, options.interval)):
-                return
-            landed = stage.queues.flood(name, options.flood)
-            written = collector.first_after("write", name, landed, timeout)
+            written = run.collector.first_after("write", name, landed, timeout)
             with lock:
                 if written is None:
                     missed.append(f"{name}: no write within {timeout:g} s")
@@ -467,24 +625,80 @@ def reaction_trials(
     ]
     for thread in threads:
         thread.start()
-    try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
-                if not daemon.alive():
-                    raise RuntimeError(f"the daemon exited:\n{daemon.tail()}")
-    finally:
-        stop.set()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+            if not run.daemon.alive():
+                raise RuntimeError(f"the daemon exited:\n{run.daemon.tail()}")
     result: dict[str, Any] = {"trials": len(latencies), "missed": missed, "lanes": lanes}
     if latencies:
         result.update(
             median_s=r3(statistics.median(latencies)),
             p95_s=r3(percentile(latencies, 0.95)),
             max_s=r3(max(latencies)),
-            min_s=r3(min(latencies)),
             latencies_s=[r3(x) for x in sorted(latencies)],
         )
     return result
+
+
+# --- 4 and 5: per source, cluster size ------------------------------------------------------
+
+
+def measure_sources(options: argparse.Namespace, results: list[dict[str, Any]]) -> list[Any]:
+    """CPU ms per rule-tick against the bare call, per source type; the largest N's run gives
+    the first source's row, the others get a run of `--source-rules` rules of their own."""
+    rows = []
+    top = max((r for r in results if r["rules"] > 0), key=lambda r: r["rules"], default=None)
+    for name in options.sources:
+        result = top if top is not None and top["sources"] == [name] else None
+        if result is None:
+            log(f"source {name}: {options.source_rules} rules")
+            [source] = [BENCH_SOURCES[name]()]
+            result = measure_rules(options.source_rules, options, False, [source], trials=0)
+        rows.append(
+            {
+                "source": name,
+                "rules": result["rules"],
+                "cpu_ms_per_rule_tick": result.get("cpu_ms_per_rule_tick"),
+                "bare_cpu_ms_per_call": result.get("bare_cpu_ms_per_call"),
+                "cpu_ratio": result.get("cpu_ratio"),
+                "hwm_mib": result.get("hwm_mib"),
+            }
+        )
+    return rows
+
+
+def measure_all_sources(options: argparse.Namespace, count: int) -> dict[str, Any] | None:
+    """`count` rules spread over every source type: the memory with all their SDKs loaded."""
+    if len(options.sources) < 2:
+        return None
+    log(f"all sources: {count} rules over {', '.join(options.sources)}")
+    result = measure_rules(count, options, False, new_sources(options), trials=0)
+    return {
+        k: result.get(k)
+        for k in ("rules", "sources", "cpu_s_per_interval", "hwm_mib", "rss_mib", "hwm_age_s")
+    }
+
+
+def check_cluster_size(
+    options: argparse.Namespace, count: int, results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The same rules in a cluster with many more Deployments: RSS compared at the same age."""
+    baseline = next(r for r in results if r["rules"] == count)
+    crowded = measure_rules(count, options, False, new_sources(options)[:1], options.unrelated)
+    age = min(crowded["age_s"], baseline["age_s"])
+    rss_base = baseline["_sampler"].rss_at_age("daemon", baseline["_started"], age)
+    rss_crowd = crowded["_sampler"].rss_at_age("daemon", crowded["_started"], age)
+    return {
+        "rules": count,
+        "unrelated_deployments": options.unrelated,
+        "age_s": r3(age),
+        "rss_mib_without": mib(rss_base),
+        "rss_mib_with": mib(rss_crowd),
+        "reads_per_rule_per_tick_with": crowded.get("reads_per_rule_per_tick"),
+        "requests_with": crowded.get("requests_in_quiet_phase"),
+        "daemon_problem_lines_with": crowded.get("daemon_problem_lines"),
+    }
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -494,38 +708,7 @@ def fmt(value: Any, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table(results: Sequence[dict[str, Any]]) -> str:
-    header = (
-        "rules",
-        "tick s",
-        "bare s",
-        "ratio",
-        "react med s",
-        "react p95 s",
-        "RSS MiB",
-        "CPU s/tick",
-        "reads/rule/tick",
-        "writes/tick",
-        "start-up s",
-    )
-    rows = []
-    for r in results:
-        reaction = r.get("reaction") or {}
-        rows.append(
-            (
-                str(r["rules"]),
-                fmt(r.get("tick_s")),
-                fmt(r.get("bare_s")),
-                fmt(r.get("ratio"), ".2f"),
-                fmt(reaction.get("median_s"), ".2f"),
-                fmt(reaction.get("p95_s"), ".2f"),
-                fmt(r.get("rss_mib"), ".1f"),
-                fmt(r.get("cpu_s_per_tick")),
-                fmt(r.get("reads_per_rule_per_tick"), ".2f"),
-                fmt(r.get("writes_per_tick"), ".2f"),
-                fmt(r.get("startup_first_decision_s", r.get("startup_rules_loaded_s")), ".2f"),
-            )
-        )
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -534,28 +717,116 @@ def table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def targets(results: Sequence[dict[str, Any]], interval: float) -> list[dict[str, Any]]:
-    """Each target of issue 6 at the largest N measured: met, or missed by how much."""
-    measured = [r for r in results if r["rules"] > 0]
-    if not measured:
-        return []
-    top = max(measured, key=lambda r: r["rules"])
-    checks = []
+def table(results: Sequence[dict[str, Any]]) -> str:
+    header = (
+        "rules",
+        "CPU s/interval",
+        "bare CPU s",
+        "CPU ratio",
+        "ms/rule-tick",
+        "bare ms/call",
+        "reads/rule/tick",
+        "writes/tick",
+        "VmHWM MiB",
+        "start-up s",
+        "react med s",
+        "react p95 s",
+    )
+    rows = []
+    for r in results:
+        reaction = r.get("reaction") or {}
+        startup = r.get("startup_first_decision_s", r.get("startup_rules_loaded_s"))
+        rows.append(
+            (
+                str(r["rules"]),
+                fmt(r.get("cpu_s_per_interval")),
+                fmt(r.get("bare_cpu_s_per_interval")),
+                fmt(r.get("cpu_ratio"), ".2f"),
+                fmt(r.get("cpu_ms_per_rule_tick")),
+                fmt(r.get("bare_cpu_ms_per_call")),
+                fmt(r.get("reads_per_rule_per_tick"), ".2f"),
+                fmt(r.get("writes_per_tick"), ".2f"),
+                fmt(r.get("hwm_mib"), ".1f"),
+                fmt(startup, ".2f"),
+                fmt(reaction.get("median_s"), ".2f"),
+                fmt(reaction.get("p95_s"), ".2f"),
+            )
+        )
+    return render_table(header, rows)
 
-    def check(name: str, value: float | None, limit: float, unit: str) -> None:
+
+def source_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = ("source", "rules", "CPU ms/rule-tick", "bare CPU ms/call", "ratio", "VmHWM MiB")
+    return render_table(
+        header,
+        [
+            (
+                r["source"],
+                str(r["rules"]),
+                fmt(r["cpu_ms_per_rule_tick"]),
+                fmt(r["bare_cpu_ms_per_call"]),
+                fmt(r["cpu_ratio"], ".2f"),
+                fmt(r["hwm_mib"], ".1f"),
+            )
+            for r in rows
+        ],
+    )
+
+
+def targets(report: dict[str, Any], interval: float) -> list[dict[str, Any]]:
+    """Each target of issue 12 (and issue 6's that still apply): met, or missed by how much."""
+    results = report["results"]
+    measured = [r for r in results if r["rules"] > 0]
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, value: float | None, limit: float, unit: str = "") -> None:
         if value is None:
             return
         met = value <= limit
         over = f"{value - limit:.3g}" + (f" {unit}" if unit else "")
         relative = f" ({value / limit - 1:.0%})" if limit else ""
-        missed_by = None if met else over + relative
         checks.append(
-            {"target": name, "value": value, "limit": limit, "met": met, "missed_by": missed_by}
+            {
+                "target": name,
+                "value": value,
+                "limit": r3(limit),
+                "met": met,
+                "missed_by": None if met else over + relative,
+            }
         )
 
+    once = report.get("once") or {}
+    check("run --once --dry-run CPU, 1 rule", once.get("cpu_s"), TARGET_ONCE_CPU_S, "s")
+    zero = next((r for r in results if r["rules"] == 0), {})
+    check("VmHWM idle (0 rules)", zero.get("hwm_mib"), TARGET_IDLE_HWM_MIB, "MiB")
+    if not measured:
+        return checks
+    top = max(measured, key=lambda r: r["rules"])
     n = top["rules"]
-    check(f"tick/bare ratio at {n} rules", top.get("ratio"), TARGET_RATIO, "")
-    check(f"tick at {n} rules within the interval", top.get("tick_max_s"), interval, "s")
+    check(
+        f"CPU per interval over the bare reads at {n} rules", top.get("cpu_ratio"), TARGET_CPU_RATIO
+    )
+    check(
+        f"VmHWM at {n} rules after {top.get('hwm_age_s') or 0:.0f} s",
+        top.get("hwm_mib"),
+        TARGET_HWM_MIB,
+        "MiB",
+    )
+    mass = top.get("mass_event")
+    if mass:
+        check(
+            f"mass event at {n} rules (one interval + {TARGET_MASS_FACTOR}x bare)",
+            mass["until_all_scaled_s"],
+            mass["limit_s"],
+            "s",
+        )
+    check(f"writes per quiet tick at {n} rules", top.get("writes_per_tick"), 0)
+    check(
+        f"start-up to the first decision at {n} rules",
+        top.get("startup_first_decision_s"),
+        TARGET_STARTUP_S,
+        "s",
+    )
     for r in measured:
         reaction = r.get("reaction") or {}
         check(
@@ -564,11 +835,74 @@ def targets(results: Sequence[dict[str, Any]], interval: float) -> list[dict[str
             interval + TARGET_REACTION_SLACK,
             "s",
         )
-    check(f"RSS at {n} rules", top.get("rss_mib"), TARGET_RSS_MIB, "MiB")
-    check(f"writes per quiet tick at {n} rules", top.get("writes_per_tick"), 0, "")
-    check(f"start-up to first decision at {n} rules", top.get("startup_first_decision_s"),
-          TARGET_STARTUP_S, "s")  # fmt: skip
     return checks
+
+
+def render(report: dict[str, Any]) -> str:
+    once = report.get("once")
+    lines = [table(report["results"])]
+    if once:
+        lines.append(
+            f"\nrun --once --dry-run, 1 rule: {once['cpu_s']} CPU s (median of "
+            f"{once['runs']}), {once['wall_s']} s wall"
+        )
+    zero = next((r for r in report["results"] if r["rules"] == 0), None)
+    if zero:
+        lines.append(
+            f"idle daemon (0 rules): RSS {fmt(zero['rss_mib'], '.1f')} MiB, VmHWM "
+            f"{fmt(zero['hwm_mib'], '.1f')} MiB"
+        )
+    for r in report["results"]:
+        mass = r.get("mass_event")
+        if mass:
+            lines.append(
+                f"mass event at {r['rules']} rules: every Deployment scaled "
+                f"{mass['until_all_scaled_s']} s after the last message landed (sending took "
+                f"{mass['sending_s']} s); bare work {mass['bare_work_s']} s; limit "
+                f"{mass['limit_s']} s; {mass['events_posted']} events posted, the last "
+                f"{fmt(mass['events_done_after_s'], '.1f')} s after; VmHWM after "
+                f"{fmt(mass['hwm_mib_after'], '.1f')} MiB"
+            )
+    lines += _load_and_cluster_lines(report)
+    if report.get("sources"):
+        lines.append("\nper source (CPU of the daemon per rule-tick, against the bare call's):")
+        lines.append(source_table(report["sources"]))
+    everything = report.get("all_sources")
+    lines.append(
+        f"all source types loaded: {everything['rules']} rules over {everything['sources']}, "
+        f"VmHWM {fmt(everything['hwm_mib'], '.1f')} MiB"
+        if everything
+        else "all source types loaded: one source type so far, the rows above"
+    )
+    for r in [r for r in report["results"] if "profile" in r]:
+        p = r["profile"]
+        lines.append(f"\nprofile at {r['rules']} rules ({p['samples']} samples, {p['file']}):")
+        lines += [f"  {a['share']:6.1%}  {a['what']}" for a in p["activities"]]
+    lines.append("\ntargets:")
+    for t in report["targets"]:
+        verdict = "met" if t["met"] else f"MISSED by {t['missed_by']}"
+        lines.append(f"  {t['target']}: {t['value']} (limit {t['limit']}): {verdict}")
+    return "\n".join(lines)
+
+
+def _load_and_cluster_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    loads = [r["background_cpu_cores"] for r in report["results"] if "background_cpu_cores" in r]
+    if loads:
+        lines.append(
+            f"other processes used {min(loads):.2f}-{max(loads):.2f} of the "
+            f"{report['machine']['cpus']} cores during the quiet phases (compare CPU figures and "
+            "RSS between runs, not times)"
+        )
+    check = report.get("cluster_size_check")
+    if check:
+        lines.append(
+            f"cluster size: {check['rules']} rules, RSS at {check['age_s']:.0f} s: "
+            f"{fmt(check['rss_mib_without'], '.1f')} MiB with only the rules' Deployments, "
+            f"{fmt(check['rss_mib_with'], '.1f')} MiB with {check['unrelated_deployments']} "
+            "unrelated Deployments more"
+        )
+    return lines
 
 
 def git_state(options: argparse.Namespace) -> dict[str, Any]:
@@ -596,98 +930,137 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--rules", default="10,100,1000", help="rule counts (default 10,100,1000)")
-    parser.add_argument(
+    add = parser.add_argument
+    add("--rules", default="10,100,1000", help="rule counts (default 10,100,1000)")
+    add(
         "--duration",
         type=float,
         default=30.0,
-        help="seconds of the quiet phase per rule count (default 30; the issue's "
-        "'RSS after 10 minutes' is --duration 600)",
+        help="seconds of the quiet phase per rule count (default 30; at the largest count it "
+        "lasts until the daemon is 60 s old)",
     )
-    parser.add_argument(
-        "--trials",
-        type=int,
-        default=20,
-        help="reaction trials per rule count (default 20; 0: none)",
-    )
-    parser.add_argument("--lanes", type=int, default=4, help="reaction trials at once (default 4)")
-    parser.add_argument("--flood", type=int, default=10, help="messages per flood (default 10)")
-    parser.add_argument(
-        "--interval",
-        type=float,
-        default=5.0,
-        help="pollingInterval of every rule, seconds (default 5)",
-    )
-    parser.add_argument(
+    add("--trials", type=int, default=20, help="reaction trials per rule count (default 20)")
+    add("--lanes", type=int, default=4, help="reaction trials at once (default 4)")
+    add("--flood", type=int, default=10, help="messages per flood (default 10)")
+    add("--interval", type=float, default=5.0, help="every rule's pollingInterval (default 5)")
+    add(
         "--workers",
         type=int,
         default=16,
-        help="the daemon's --workers, and the bare queries' concurrency "
-        "(default 16, the daemon's default)",
+        help="the daemon's --workers, and the bare work's threads (default 16, the daemon's)",
     )
-    parser.add_argument(
+    add(
         "--bare-rounds",
         type=int,
         default=3,
-        help="bare-query rounds before the daemon runs; one fewer after",
+        help="bare read rounds before the daemon runs; one fewer after",
     )
-    parser.add_argument(
+    add("--once-runs", type=int, default=7, help="`run --once --dry-run` runs (default 7)")
+    add(
+        "--no-mass-event",
+        dest="mass_event",
+        action="store_false",
+        help="skip the mass event at the largest rule count",
+    )
+    add(
+        "--sources",
+        default=",".join(BENCH_SOURCES),
+        help=f"source types measured (default all the bench knows: {', '.join(BENCH_SOURCES)})",
+    )
+    add(
+        "--source-rules",
+        type=int,
+        default=1000,
+        help="rules of each source's own run, for the sources after the first (default 1000)",
+    )
+    add(
         "--unrelated",
         type=int,
         default=5000,
         help="unrelated Deployments for the cluster-size check (0: skip it)",
     )
-    parser.add_argument(
+    add(
         "--profile",
         action="store_true",
         help="py-spy the daemon during the quiet phase of the largest N, and time its imports",
     )
-    parser.add_argument(
+    add(
         "--profile-dir",
         type=Path,
         default=Path(tempfile.gettempdir()) / "eventscaler-bench",
         help="where py-spy's raw stacks go (default: the temp dir)",
     )
-    parser.add_argument(
+    add(
         "--daemon-root",
         type=Path,
         default=REPO_ROOT,
         help="the checkout whose autoscaler.py runs (default: this one, as it is)",
     )
-    parser.add_argument(
+    add(
         "--daemon-ref",
         metavar="REV",
-        help="run the daemon of this git revision instead (a `git archive` copy in a temp dir): "
-        "measures committed code whatever the work tree holds",
+        help="run the daemon of this git revision instead (a `git archive` copy in a temp dir)",
     )
-    parser.add_argument(
+    add(
         "--daemon-env",
         metavar="NAME=VALUE",
         action="append",
         default=[],
         help="extra environment of the daemon, e.g. MALLOC_ARENA_MAX=2 (repeatable)",
     )
-    parser.add_argument(
+    add(
+        "--daemon-arg",
+        dest="daemon_args",
+        metavar="ARG",
+        action="append",
+        default=[],
+        help="an extra argument of `run` for the daemon, e.g. --daemon-arg=--target-resync=0",
+    )
+    add(
         "--json",
         type=Path,
         default=REPO_ROOT / "bench" / "results.json",
         help="where the results go (default bench/results.json)",
     )
-    parser.add_argument(
+    add(
         "--daemon-log-level",
         default="INFO",
         choices=("INFO", "DEBUG"),
         help="the daemon's log level (default INFO, as in production); DEBUG also times ticks "
-        "from its decision lines, the only clock when it reads no API per tick",
+        "from its decision lines",
     )
-    parser.add_argument("--seed", type=int, default=6, help="random seed of the flood moments")
-    options = parser.parse_args(argv)
+    add("--seed", type=int, default=6, help="random seed of the flood moments")
+    return _checked(parser, parser.parse_args(argv))
+
+
+def daemon_resync(options: argparse.Namespace) -> float:
+    """The daemon's --target-resync: from --daemon-arg, its environment, or its code's default
+    (0 for a daemon from before the resync: it reads its targets on every tick)."""
+    args = list(options.daemon_args)
+    for i, arg in enumerate(args):
+        if arg.startswith("--target-resync="):
+            return float(arg.split("=", 1)[1])
+        if arg == "--target-resync" and i + 1 < len(args):
+            return float(args[i + 1])
+    if "AUTOSCALER_TARGET_RESYNC" in options.extra_env:
+        return float(options.extra_env["AUTOSCALER_TARGET_RESYNC"])
+    code = options.daemon_root / "eventscaler" / "target_views.py"
+    found = re.search(r"^DEFAULT_RESYNC_SECONDS = ([\d.]+)", code.read_text() if code.exists()
+                      else "", re.MULTILINE)  # fmt: skip
+    return float(found[1]) if found else 0.0
+
+
+def _checked(parser: argparse.ArgumentParser, options: argparse.Namespace) -> argparse.Namespace:
     try:
         options.rule_counts = sorted({int(x) for x in options.rules.split(",") if x.strip()})
     except ValueError:
         parser.error(f"--rules: expected comma-separated numbers, got {options.rules!r}")
     if any(n < 0 for n in options.rule_counts) or options.duration < options.interval * 2:
         parser.error("--rules must be >= 0 and --duration at least two intervals")
+    options.sources = [s.strip() for s in options.sources.split(",") if s.strip()]
+    unknown = [s for s in options.sources if s not in BENCH_SOURCES]
+    if unknown or not options.sources:
+        parser.error(f"--sources: unknown {unknown}; the bench knows {sorted(BENCH_SOURCES)}")
     options.daemon_root = options.daemon_root.resolve()
     try:
         options.extra_env = dict(item.split("=", 1) for item in options.daemon_env)
@@ -738,21 +1111,44 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def compile_daemon(root: Path) -> None:
+    """Byte-compile the daemon's code, as the image does at build time (Dockerfile): where the
+    environment sets PYTHONDONTWRITEBYTECODE (as here, and in the image), every start would
+    otherwise compile eventscaler from source, 0.1-0.15 s of CPU no shipped daemon pays."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "eventscaler", "autoscaler.py"],
+        cwd=root,
+        check=True,
+    )
+
+
+def measure_everything(options: argparse.Namespace) -> dict[str, Any]:
+    compile_daemon(options.daemon_root)
+    options.resync = daemon_resync(options)
+    log(f"the daemon's target resync: {options.resync:g} s")
+    report: dict[str, Any] = {"code": git_state(options)}
+    if options.once_runs:
+        report["once"] = measure_once_cpu(options)
+    results = [measure_zero(options)]
+    counts = [n for n in options.rule_counts if n > 0]
+    for n in counts:
+        largest = n == max(counts)
+        results.append(measure_rules(n, options, largest, new_sources(options)[:1]))
+    report["results"] = results
+    report["sources"] = measure_sources(options, results)
+    report["all_sources"] = measure_all_sources(options, max(counts, default=0) or 1000)
+    if options.unrelated and counts:
+        report["cluster_size_check"] = check_cluster_size(options, min(counts), results)
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     options.profile_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results: list[dict[str, Any]] = []
-    cluster_check: dict[str, Any] | None = None
     try:
         with interrupts_as_keyboard_interrupt(), daemon_checkout(options):
-            code = git_state(options)
-            results.append(measure_zero(options))
-            counts = [n for n in options.rule_counts if n > 0]
-            for n in counts:
-                results.append(measure_rules(n, options, options.profile and n == max(counts)))
-            if options.unrelated and counts:
-                cluster_check = check_cluster_size(options, min(counts), results)
+            report = measure_everything(options)
     except KeyboardInterrupt:
         log("interrupted: everything it started is stopped")
         return 130
@@ -765,79 +1161,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"failed: {exc}")
         log("everything it started is stopped")
         return 1
-    report = {
-        "settings": {
+    report.update(
+        settings={
             k: (str(v) if isinstance(v, Path) else v)
             for k, v in vars(options).items()
-            if k not in ("rules",)
+            if k != "rules"
         },
-        "machine": {
+        machine={
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "code": code,
-        "wall_s": r3(time.monotonic() - started),
-        "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
-        "cluster_size_check": cluster_check,
-        "targets": targets(results, options.interval),
-    }
+        wall_s=r3(time.monotonic() - started),
+    )
+    report["results"] = [
+        {k: v for k, v in r.items() if not k.startswith("_")} for r in report["results"]
+    ]
+    report["targets"] = targets(report, options.interval)
     options.json.parent.mkdir(parents=True, exist_ok=True)
     options.json.write_text(json.dumps(report, indent=2) + "\n")
     print(render(report))
     print(f"\nJSON: {options.json}")
     return 0
-
-
-def check_cluster_size(
-    options: argparse.Namespace, count: int, results: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The same rules in a cluster with many more Deployments: RSS compared at the same age."""
-    baseline = next(r for r in results if r["rules"] == count)
-    crowded = measure_rules(count, options, False, unrelated=options.unrelated)
-    age = min(crowded["age_s"], baseline["age_s"])
-    rss_base = baseline["_sampler"].rss_at_age("daemon", baseline["_started"], age)
-    rss_crowd = crowded["_sampler"].rss_at_age("daemon", crowded["_started"], age)
-    return {
-        "rules": count,
-        "unrelated_deployments": options.unrelated,
-        "age_s": r3(age),
-        "rss_mib_without": r3(rss_base / MIB) if rss_base else None,
-        "rss_mib_with": r3(rss_crowd / MIB) if rss_crowd else None,
-        "reads_per_rule_per_tick_with": crowded.get("reads_per_rule_per_tick"),
-        "requests_with": crowded.get("requests_in_quiet_cycles"),
-        "daemon_problem_lines_with": crowded.get("daemon_problem_lines"),
-    }
-
-
-def render(report: dict[str, Any]) -> str:
-    lines = [table(report["results"])]
-    loads = [r["background_cpu_cores"] for r in report["results"] if "background_cpu_cores" in r]
-    if loads:
-        lines.append(
-            f"\nother processes used {min(loads):.2f}-{max(loads):.2f} of the "
-            f"{report['machine']['cpus']} cores during the quiet phases (their load slows ticks "
-            "and bare queries alike; compare CPU s/tick and RSS between runs)"
-        )
-    check = report.get("cluster_size_check")
-    if check:
-        lines.append(
-            f"\ncluster size: {check['rules']} rules, RSS at {check['age_s']:.0f} s: "
-            f"{fmt(check['rss_mib_without'], '.1f')} MiB with only the rules' Deployments, "
-            f"{fmt(check['rss_mib_with'], '.1f')} MiB with {check['unrelated_deployments']} "
-            "unrelated Deployments more"
-        )
-    top = [r for r in report["results"] if "profile" in r]
-    for r in top:
-        p = r["profile"]
-        lines.append(f"\nprofile at {r['rules']} rules ({p['samples']} samples, {p['file']}):")
-        for a in p["activities"]:
-            lines.append(f"  {a['share']:6.1%}  {a['what']}")
-    lines.append("\ntargets:")
-    for t in report["targets"]:
-        verdict = "met" if t["met"] else f"MISSED by {t['missed_by']}"
-        lines.append(f"  {t['target']}: {t['value']} (limit {t['limit']}): {verdict}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

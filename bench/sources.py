@@ -1,118 +1,114 @@
-"""`python -m bench.sources`: the CPU one reading costs, per source, against the bare client call.
+"""Event sources as the benchmark drives them: one class per source type, one registry.
 
-For each source the real server starts on 127.0.0.1 (the tests' own, tests/support/servers), a
-queue or tube gets a few messages, then `--reads` readings go through the source's reader (what
-the daemon calls each tick: environment lookup, endpoint, pooled connection, retries, parsing)
-and as many through the client library alone (one pooled connection, the same request). The
-figure is this process's CPU time per call (time.process_time: the server's CPU is not in it),
-after a warm-up. Prints one Markdown table. `--sources` picks rows.
+Each source the daemon can read gets a `BenchSource` here: its server on 127.0.0.1, N objects
+(queues, streams...), the trigger a rule names, floods, and the bare SDK call the daemon's read
+is compared with (`bare_reader`, run by bench/bare.py in a child process of its own, so its CPU
+is its own). Adding a source's rows to `make bench`: one class below and one line in
+BENCH_SOURCES; `--sources` then measures it (CPU ms per rule-tick against its bare call, and its
+share of the all-sources run).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
 
-WARM_UP = 20
+from bench.queues import QueueBench, bare_reader
+from tests.support.azurite import Azurite
 
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    ours: Callable[[], object]
-    bare: Callable[[], object]
-    bare_what: str
+Reader = tuple[Callable[[str], None], Callable[[], None]]  # read(name), close()
 
 
-def cpu_ms_per_call(call: Callable[[], object], reads: int) -> float:
-    for _ in range(WARM_UP):
-        call()
-    started = time.process_time()
-    for _ in range(reads):
-        call()
-    return (time.process_time() - started) * 1000.0 / reads
+class BenchSource(Protocol):
+    """One source type as the benchmark drives it."""
+
+    type: ClassVar[str]  # the rules' trigger type (KEDA's)
+
+    def start(self, stack: contextlib.ExitStack, workers: int) -> None:
+        """Start its server(s) on 127.0.0.1; `stack` stops them."""
+
+    def pids(self) -> dict[str, int]:
+        """Its server processes by a short name, for CPU accounting."""
+
+    def env(self) -> dict[str, str]:
+        """What the daemon's environment needs (a connection string...)."""
+
+    def trigger(self, name: str) -> dict[str, Any]:
+        """The trigger of a rule on object `name` (target 5 per replica)."""
+
+    def create(self, names: Sequence[str]) -> None:
+        """Create the objects (queues, streams...), empty."""
+
+    def flood(self, name: str, messages: int) -> float:
+        """Add `messages` to `name`; return time.time() just before the first one."""
+
+    def one_message_each(self, names: Sequence[str]) -> tuple[float, float]:
+        """One message into each object; (time before the first, time after the last)."""
+
+    def bare_spec(self) -> dict[str, str]:
+        """What `bare_reader` needs to reach the server (handed over in the environment)."""
+
+    @staticmethod
+    def bare_reader(spec: Mapping[str, str], pool_size: int) -> Reader:
+        """In the bare child: the tuned SDK client's read of one object, and its close."""
 
 
-def rabbitmq_rows(stack: contextlib.ExitStack) -> Iterator[Row]:
-    import requests
-
-    from eventscaler.sources.rabbitmq import RabbitMqSource, rabbitmq_trigger
-    from tests.support.servers.process import wait_until
-    from tests.support.servers.rabbitmq import RabbitMqServer
-
-    server = stack.enter_context(RabbitMqServer())
-    queue = f"bench-{uuid.uuid4().hex[:8]}"
-    server.publish(queue, 10)
-    env = {"AMQP": server.amqp_url(), "HTTP": server.management_url}
-    source = RabbitMqSource(env)
-    stack.callback(source.close)
-    amqp, http = (rabbitmq_trigger(queue, host_from_env=name) for name in ("AMQP", "HTTP"))
-    connection = stack.enter_context(server.connect())
-    channel = connection.channel()
-    yield Row(
-        "rabbitmq (amqp)",
-        lambda: source.read(amqp),
-        lambda: channel.queue_declare(queue, passive=True),
-        "pika passive queue_declare",
-    )
-
-    session = stack.enter_context(requests.Session())
-    url = f"http://127.0.0.1:{server.port('management')}/api/queues/%2F/{queue}"
-    params = {"columns": "name,messages,messages_ready,message_stats.publish_details.rate"}
-
-    def bare_get() -> object:
-        return session.get(url, params=params, auth=server.credentials, timeout=5).json()
-
-    wait_until(lambda: "messages" in bare_get(), 30, "management statistics")  # type: ignore[operator]
-    yield Row("rabbitmq (http)", lambda: source.read(http), bare_get, "requests GET + json()")
+CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 
 
-def beanstalkd_rows(stack: contextlib.ExitStack) -> Iterator[Row]:
-    from eventscaler.sources.beanstalkd import BeanstalkdSource, beanstalkd_trigger
-    from tests.support.servers.beanstalkd import BeanstalkdServer
+class AzureQueueBench:
+    """azure-queue on Azurite: one queue per rule, read with `get_queue_properties`."""
 
-    server = stack.enter_context(BeanstalkdServer())
-    tube = f"bench-{uuid.uuid4().hex[:8]}"
-    client = stack.enter_context(server.client(tube))
-    for i in range(10):
-        client.put(f"job-{i}")
-    source = BeanstalkdSource()
-    stack.callback(source.close)
-    trigger = beanstalkd_trigger((server.host, server.port()), tube, 10.0)
-    yield Row(
-        "beanstalkd",
-        lambda: source.read(trigger),
-        lambda: client.stats_tube(tube),
-        "greenstalk stats_tube",
-    )
+    type: ClassVar[str] = "azure-queue"
+
+    def __init__(self) -> None:
+        self._azurite: Azurite | None = None
+        self._queues: QueueBench | None = None
+
+    def start(self, stack: contextlib.ExitStack, workers: int) -> None:
+        self._azurite = stack.enter_context(Azurite())
+        self._queues = QueueBench(self._azurite.connection_string, workers)
+        stack.callback(self._queues.close)
+
+    @property
+    def queues(self) -> QueueBench:
+        assert self._queues is not None, "not started"
+        return self._queues
+
+    def pids(self) -> dict[str, int]:
+        return {"azurite": (self._azurite.pid if self._azurite else None) or 0}
+
+    def env(self) -> dict[str, str]:
+        assert self._azurite is not None
+        return {CONNECTION_ENV: self._azurite.connection_string}
+
+    def trigger(self, name: str) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "queueName": name,
+            "queueLength": 5,
+            "connectionFromEnv": CONNECTION_ENV,
+        }
+
+    def create(self, names: Sequence[str]) -> None:
+        self.queues.create_queues(names)
+
+    def flood(self, name: str, messages: int) -> float:
+        return self.queues.flood(name, messages)
+
+    def one_message_each(self, names: Sequence[str]) -> tuple[float, float]:
+        return self.queues.one_message_each(names)
+
+    def bare_spec(self) -> dict[str, str]:
+        return self.env()
+
+    @staticmethod
+    def bare_reader(spec: Mapping[str, str], pool_size: int) -> Reader:
+        return bare_reader(spec[CONNECTION_ENV], pool_size)
 
 
-SOURCES: dict[str, Callable[[contextlib.ExitStack], Iterator[Row]]] = {
-    "rabbitmq": rabbitmq_rows,
-    "beanstalkd": beanstalkd_rows,
+# KEDA trigger type -> its bench class. Add the other sources' classes here as they land.
+BENCH_SOURCES: dict[str, type[BenchSource]] = {
+    AzureQueueBench.type: AzureQueueBench,
 }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.sources", description=__doc__)
-    parser.add_argument("--reads", type=int, default=500, help="readings per figure (500)")
-    parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated")
-    options = parser.parse_args(argv)
-    print("| source | ours: CPU ms/reading | bare client: CPU ms/call | ratio | bare call |")
-    print("|---|---:|---:|---:|---|")
-    for name in options.sources.split(","):
-        with contextlib.ExitStack() as stack:
-            for row in SOURCES[name](stack):
-                ours = cpu_ms_per_call(row.ours, options.reads)
-                bare = cpu_ms_per_call(row.bare, options.reads)
-                line = f"| {row.name} | {ours:.3f} | {bare:.3f} | {ours / bare:.2f} | "
-                print(line + f"{row.bare_what} |", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

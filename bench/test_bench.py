@@ -3,7 +3,8 @@
 Not part of `make test` (pyproject's testpaths is `tests/`). Covered: polling cycles from request
 times (one read per tick, several reads per tick, a missing rule), the nearest-rank percentile,
 /proc parsing, py-spy's collapsed stacks summed by activity, `-X importtime` sums, the table and
-the target verdicts.
+the target verdicts of issue 12, rules taking turns over the sources, and every bench source
+answering what a run asks of it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
+
 from bench.daemon import polling_cycles
 from bench.procstat import read_cpu_seconds, read_rss_bytes, read_system_busy_seconds
 from bench.profile import import_times, read_collapsed, summarize
-from bench.run import percentile, table, targets
+from bench.run import percentile, table, targets, write_rules
+from bench.sources import BENCH_SOURCES
 
 
 def test_cycles_line_up_the_kth_tick_of_every_rule() -> None:
@@ -69,7 +73,7 @@ def test_collapsed_stacks_summed_by_activity(tmp_path: Path) -> None:
     assert shares["azure queue read (azure SDK)"] == 0.6
     assert shares["kubernetes client"] == 0.3
     assert shares["TLS (ssl)"] == 0.3
-    assert shares["scheduler (apscheduler)"] == 0.9
+    assert shares["scheduler (eventscaler, or APScheduler before it)"] == 0.9
     assert shares["decision (policy.py)"] == 0.1
     assert summary["self"][0] == {
         "what": "send (requests/sessions.py)",
@@ -93,30 +97,58 @@ def test_import_times_by_package() -> None:
 
 def test_table_and_targets() -> None:
     results = [
-        {"rules": 0, "rss_mib": 60.0, "startup_rules_loaded_s": 0.9},
+        {"rules": 0, "hwm_mib": 50.0, "startup_rules_loaded_s": 0.9},
         {
             "rules": 1000,
-            "tick_s": 2.0,
-            "tick_max_s": 2.2,
-            "bare_s": 1.0,
-            "ratio": 2.0,
+            "cpu_s_per_interval": 2.2,
+            "bare_cpu_s_per_interval": 2.0,
+            "cpu_ratio": 1.1,
+            "cpu_ms_per_rule_tick": 2.2,
+            "bare_cpu_ms_per_call": 2.0,
             "reaction": {"median_s": 2.5, "p95_s": 5.2},
-            "rss_mib": 90.0,
-            "cpu_s_per_tick": 1.5,
-            "reads_per_rule_per_tick": 1.0,
+            "hwm_mib": 75.0,
+            "hwm_age_s": 61.0,
+            "reads_per_rule_per_tick": 0.17,
             "writes_per_tick": 0.0,
             "startup_first_decision_s": 1.2,
+            "mass_event": {"until_all_scaled_s": 4.0, "limit_s": 11.0},
         },
     ]
+    report = {"results": results, "once": {"cpu_s": 0.7}}
     text = table(results)
-    assert text.splitlines()[0].startswith("| rules | tick s | bare s | ratio |")
-    assert "|  1000 |  2.000 |  1.000 |  2.00 |" in text
-    verdicts = {t["target"]: t for t in targets(results, 5.0)}
-    assert not verdicts["tick/bare ratio at 1000 rules"]["met"]
-    assert verdicts["tick/bare ratio at 1000 rules"]["missed_by"] == "0.75 (60%)"
+    assert text.splitlines()[0].startswith("| rules | CPU s/interval | bare CPU s | CPU ratio |")
+    assert "|  1000 |          2.200 |      2.000 |      1.10 |" in text
+    verdicts = {t["target"]: t for t in targets(report, 5.0)}
+    assert verdicts["run --once --dry-run CPU, 1 rule"]["met"]
+    assert verdicts["VmHWM idle (0 rules)"]["met"]
+    assert verdicts["CPU per interval over the bare reads at 1000 rules"]["met"]  # at the limit
+    assert verdicts["VmHWM at 1000 rules after 61 s"]["missed_by"] == "3 MiB (4%)"
+    assert verdicts["mass event at 1000 rules (one interval + 1.5x bare)"]["met"]
     assert verdicts["reaction p95 at 1000 rules"]["met"]
-    assert verdicts["RSS at 1000 rules"]["met"]
     assert verdicts["writes per quiet tick at 1000 rules"]["met"]
     results[1]["writes_per_tick"] = 2.0
-    verdicts = {t["target"]: t for t in targets(results, 5.0)}
+    results[1]["mass_event"]["until_all_scaled_s"] = 12.0
+    verdicts = {t["target"]: t for t in targets(report, 5.0)}
     assert verdicts["writes per quiet tick at 1000 rules"]["missed_by"] == "2"
+    assert not verdicts["mass event at 1000 rules (one interval + 1.5x bare)"]["met"]
+
+
+def test_rules_take_turns_over_the_sources(tmp_path: Path) -> None:
+    class Fake:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+
+        def trigger(self, name: str) -> dict[str, str]:
+            return {"type": self.kind, "object": name}
+
+    path = write_rules(tmp_path / "r.yaml", ["a", "b", "c"], 5.0, [Fake("x"), Fake("y")])  # type: ignore[list-item]
+    rules = yaml.safe_load(path.read_text())["rules"]
+    assert [r["triggers"][0]["type"] for r in rules] == ["x", "y", "x"]
+    assert [r["deployment"] for r in rules] == ["a", "b", "c"]
+
+
+def test_every_bench_source_has_what_the_run_needs() -> None:
+    for name, kind in BENCH_SOURCES.items():
+        source = kind()
+        assert source.type == name
+        assert source.trigger("q1")["type"] == name

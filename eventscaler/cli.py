@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from eventscaler.daemon import DEFAULT_RELOAD_INTERVAL, DEFAULT_WORKERS
+from eventscaler.target_views import DEFAULT_RESYNC_SECONDS
 
 COMMANDS = ("run", "validate", "status", "simulate", "convert")
 # Commands that build the daemon, so take every `run` flag.
@@ -28,6 +29,7 @@ class Flag:
     help: str
     kind: str = "str"  # "str", "bool", "int", "float", "list"
     choices: tuple[str, ...] = ()
+    minimum: float | None = None  # for numbers: the smallest value allowed
 
 
 RUN_FLAGS = (
@@ -52,6 +54,11 @@ RUN_FLAGS = (
          "seconds before a source read (queue, query...) gives up", "float"),
     Flag("--api-timeout", "AUTOSCALER_API_TIMEOUT", "10",
          "seconds before a Kubernetes API call gives up", "float"),
+    Flag("--target-resync", "AUTOSCALER_TARGET_RESYNC", f"{DEFAULT_RESYNC_SECONDS:g}",
+         "seconds a quiet tick may decide on the scale target as read on an earlier tick (its "
+         "replicas, its pause annotations): a change made by hand is noticed within this time, "
+         "and every write reads the target first; 0: read it on every tick", "float",
+         minimum=0),
     Flag("--health-host", "AUTOSCALER_HEALTH_HOST", "127.0.0.1",
          "address of the /healthz and /readyz endpoints (0.0.0.0 in a pod)"),
     Flag("--health-port", "AUTOSCALER_HEALTH_PORT", "8080",
@@ -260,6 +267,10 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) ->
                     parser.error(f"{flag.env}: {exc}")
             if flag.choices and getattr(namespace, dest) not in flag.choices:
                 parser.error(f"{flag.env}: expected one of {', '.join(flag.choices)}")
+            value = getattr(namespace, dest)
+            if flag.minimum is not None and value is not None and value < flag.minimum:
+                parser.error(f"{flag.flag} ({flag.env}): expected at least {flag.minimum:g}, "
+                             f"got {value:g}")  # fmt: skip
         if not namespace.config:
             parser.error("a rule file is required: --config FILE or AUTOSCALER_CONFIG")
     elif namespace.command == "validate" and isinstance(namespace.namespaces, str):

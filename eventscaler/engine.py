@@ -3,6 +3,10 @@
 Failure is local: whatever goes wrong is reported for this rule alone and never scales anything
 (a failed source read is not a zero, a failed target read stops the tick). What a tick did goes
 to the observers (metrics, events, status) as one `Outcome`.
+
+The target is read through `eventscaler.target_views.TargetViews`: a steady tick may decide on
+an earlier tick's view of it (within `target_resync` seconds), but a decision that would write
+is taken again on a fresh read first.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from eventscaler.policy import (
     initial_state,
     pause_from_annotations,
 )
+from eventscaler.target_views import TargetViews
 from eventscaler.triggers import Trigger
 
 logger = logging.getLogger(__name__)
@@ -146,9 +151,11 @@ class Engine:
         dry_run: bool = False,
         clock: Callable[[], float] = time.monotonic,
         observers: Sequence[Observer] = (),
+        target_resync: float = 0.0,
     ) -> None:
         self._source = source
         self._scaler = scaler
+        self._targets = TargetViews(scaler, target_resync, clock)
         self._dry_run = dry_run
         self._clock = clock
         self._observers = list(observers)
@@ -177,6 +184,7 @@ class Engine:
 
     def forget_rules_except(self, rules: Iterable[Rule]) -> None:
         """Drop the state of rules that are gone; rules that remain keep theirs (reload)."""
+        rules = list(rules)
         keep = {rule.name for rule in rules}
         with self._lock:
             for name in list(self._memory):
@@ -184,21 +192,23 @@ class Engine:
                     del self._memory[name]
                     self._failing_ticks.pop(name, None)
                     self._tick_clocks.pop(name, None)
+        self._targets.forget_rules_except(rules)
 
     def _evaluate(
         self,
         rule: Rule,
         readings: tuple[Reading, ...] | None = None,
         conflicted: bool = False,
+        fresh: bool = False,
         now: float | None = None,
     ) -> Outcome:
-        """One tick; `readings` and `now` are given when a write conflicted and the tick is
-        decided again."""
+        """One tick; `readings` and `now` are given when the tick is decided again on a fresh
+        read of the target (`fresh`: before a write; `conflicted`: after a write conflicted)."""
         if now is None:
             now = self._tick_time(rule)  # before any read: how long reads take must not move it
         log = _RuleLog(rule, self._dry_run)
         try:
-            target = self._scaler.read(rule.namespace, rule.scale_target)
+            target, kept = self._targets.read(rule, fresh=fresh or conflicted)
         except Exception as exc:
             error = f"cannot read the target {rule.scale_target.kind}: {exc}"
             return self._fail(Outcome(rule), log, error, FAILED_TARGET_READ)
@@ -211,6 +221,10 @@ class Engine:
             readings = tuple(self._read(trigger) for trigger in rule.triggers)
         memory = self._remember(rule, now)
         decision = decide(rule, readings, current, memory.state, now, pause)
+        if decision.changes and kept:
+            # Decided on an earlier tick's view of the target: read it again before anything is
+            # written (a pause or a count set by hand since then wins), and decide on that.
+            return self._evaluate(rule, readings or None, conflicted, fresh=True, now=now)
         memory.state = decision.state
         log.decision(decision, memory.last_step)
         memory.last_step = decision.step
@@ -235,9 +249,11 @@ class Engine:
                         # Someone else changed the target between our read and write:
                         # read it again and decide again on the same readings, once.
                         log.conflict(exc)
-                        return self._evaluate(rule, readings or None, True, now)
+                        return self._evaluate(rule, readings or None, True, now=now)
+                    self._targets.forget(rule)
                     error = f"cannot scale {current} -> {decision.target}: {exc}"
                     return self._fail(outcome, log, error, FAILED_WRITE)
+                self._targets.wrote(rule, target, decision.target)
                 memory.state = decision.state.record_scale(now, current, decision.target)
                 outcome = _replace(outcome, wrote=True)
                 log.scaled(decision)
@@ -313,8 +329,11 @@ class _RuleLog:
     def decision(self, decision: Decision, last_step: str | None) -> None:
         # Every tick at DEBUG; at INFO when the reason changes (a hold that started, a pause...).
         changed = last_step is not None and decision.step != last_step and not decision.changes
+        level = logging.INFO if changed else logging.DEBUG
+        if not logger.isEnabledFor(level):
+            return  # the common case of a quiet tick: not even its extra fields are built
         logger.log(
-            logging.INFO if changed else logging.DEBUG,
+            level,
             "%s: rule %s: %d -> %d [%s]: %s",
             self._rule.target,
             self._rule.name,

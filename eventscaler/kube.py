@@ -96,10 +96,24 @@ def build_api_client(access: ClusterAccess, pool_size: int = 16) -> ApiClient:
         raise KubeError("ConfigError", f"cannot load {access.describe()}: {exc}") from None
     # Rules are evaluated from a thread pool: one pooled connection per worker avoids reconnects.
     configuration.connection_pool_maxsize = max(pool_size, 4)
+    _keep_proxy_as_loaded(configuration)
     # Retries are ours (eventscaler.retry: bounded by the tick, Retry-After honoured within it);
     # urllib3's own would sleep a whole Retry-After and retry a PATCH blindly.
     configuration.retries = Retry(total=0, redirect=0, respect_retry_after_header=False)
     return ApiClient(configuration)
+
+
+def _keep_proxy_as_loaded(configuration: Configuration) -> None:
+    """Resolve the proxy from the environment once, when the config is loaded, not per request.
+
+    The package's token hook (kubeconfig and in-cluster alike) sets `host` again before every
+    request, and setting `host` re-reads every proxy variable of the environment (urllib's
+    getproxies scans all of os.environ): about a tenth of a GET's CPU here, more in a pod, whose
+    environment holds seven variables per Service of its namespace. The proxy found at load time
+    stays in force, as it would if the environment were read every time: it does not change.
+    """
+    if getattr(configuration, "_proxy_from_env", False):
+        configuration._proxy_from_env = False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -171,7 +171,8 @@ def test_leader_election_one_writer_and_failover(
         assert new_id != leader_id
         azurite.send_messages(unique, 20)  # 35 messages: ceil(35 / 5) = 7
         wait_for(lambda: cluster.replicas(unique) == 7, 10, what="the new leader scaling")
-        assert follower.scale_lines()
+        # Its log line follows the write's answer: wait for it rather than race it.
+        wait_for(follower.scale_lines, 10, what="the new leader's scale line")
 
         assert follower.stop() == 0
         assert "released lease" in follower.output

@@ -11,6 +11,9 @@ Scenarios covered:
 - duplicate rule names and duplicate trigger names
 - field checks: required fields, names, replica bounds, queue lengths, tolerance, behavior limits
 - file-level problems are fatal: not YAML, empty, wrong shape, bad defaults, unreadable, not UTF-8
+- the loader (libyaml's parser when present, the rules constructed one by one) reads what
+  yaml.safe_load reads: anchors, aliases and merge keys across rules included, with and without
+  libyaml
 - content that once crashed the loader (YAML values safe_load rejects with ValueError, integers
   too large for a float, names with a trailing newline) is reported instead
 - the namespace allow-list
@@ -30,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from eventscaler import config as config_module
 from eventscaler.config import (
     ConfigError,
     LoadResult,
@@ -588,6 +592,29 @@ def test_file_level_problems_are_fatal(text: str, expected: str) -> None:
     assert result.rules == ()
     assert len(result.problems) == 1
     assert str(result.problems[0]).startswith(expected)
+
+
+YAML_SHAPES = [
+    "rules:\n  - {name: a, deployment: a}\n  - name: b\n    minReplicas: 2\n",
+    # Anchors, aliases and merge keys across rules, and a rule that is an alias of another.
+    "base: &base {minReplicas: 1, triggers: [{type: azure-queue, queueName: q}]}\n"
+    "rules:\n  - &one {name: one, deployment: one, <<: *base}\n"
+    "  - {name: two, deployment: two, <<: *base}\n  - *one\n",
+    "rules: [[1, [2, [3]]], {a: {b: [c, {d: e}]}}, 'text', 4.5, null, 2024-01-02]\n",
+    "defaults: {namespace: shop}\nrules: []\n",
+    "- a\n- [b, c]\n",
+]
+
+
+@pytest.mark.parametrize("text", YAML_SHAPES)
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_the_rule_file_loader_reads_what_safe_load_reads(
+    text: str, libyaml: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Item by item, with libyaml's parser or without it: the same data as yaml.safe_load's.
+    monkeypatch.setattr(yaml, "__with_libyaml__", libyaml and yaml.__with_libyaml__)
+    loader = config_module._safe_loader()
+    assert yaml.load(text, Loader=loader) == yaml.safe_load(text)
 
 
 def test_bad_default_fails_the_file_even_when_every_rule_overrides_it() -> None:

@@ -18,12 +18,17 @@ and a fake clock. Scenarios covered:
   kind) starts afresh
 - the target is read and written by its ScaleTargetRef (kind and apiVersion passed through), and a
   failed read names the kind
-  others'; a rule that now targets another Deployment starts afresh
 - a tick's time: read at its start (how long the reads take does not move it), and its slot on the
   rule's schedule (TickClock): ticks that start a few milliseconds late by different amounts still
   step to zero at exactly cooldownPeriod (KEDA's own azure-queue e2e numbers: poll 5 s, cooldown
   10 s); TickClock snaps within a quarter interval either way, starts again after a stall or an
   interval change, and never goes backwards
+- the steady tick (target_resync 30 s, 5 s ticks, K = 6), by counts: N quiet ticks read the
+  target ceil(N / K) times and write nothing; a write is preceded by a read on the same tick (one,
+  not two, when the tick read anyway) and decided on the same readings; our write's count is kept;
+  a pause added by hand stops the write it would have let through, and is seen within K ticks
+  (no source read after); a count set by hand is seen and corrected within K ticks; a failed read
+  or write reads again on the next tick; a 409 reads again once; a reload drops a gone rule's view
 """
 
 from __future__ import annotations
@@ -82,7 +87,9 @@ class FakeDeployment:
 
 
 class FakeScaler:
-    """Targets by "namespace/name"; an entry in `errors` makes that call raise."""
+    """Targets by "namespace/name"; an entry in `errors` makes that call raise. A read answers a
+    copy, as the API server does: a later change is seen only by a later read. `calls` lists
+    every read and write in order."""
 
     def __init__(self, **deployments: FakeDeployment) -> None:
         self.deployments = {f"shop/{name}": d for name, d in deployments.items()}
@@ -90,21 +97,30 @@ class FakeScaler:
         self.write_errors: dict[str, Exception] = {}
         self.writes: list[tuple[str, int]] = []
         self.refs: list[ScaleTargetRef] = []
+        self.calls: list[str] = []
 
     def read(self, namespace: str, ref: ScaleTargetRef) -> FakeDeployment:
         self.refs.append(ref)
         key = f"{namespace}/{ref.name}"
+        self.calls.append("read")
         if key in self.read_errors:
             raise self.read_errors[key]
-        return self.deployments[key]
+        found = self.deployments[key]
+        if isinstance(found, FakeDeployment):
+            return replace(found, annotations=dict(found.annotations))
+        return found
 
     def set_replicas(self, namespace: str, ref: ScaleTargetRef, replicas: int) -> None:
         self.refs.append(ref)
         key = f"{namespace}/{ref.name}"
+        self.calls.append(f"write {replicas}")
         if key in self.write_errors:
             raise self.write_errors[key]
         self.writes.append((key, replicas))
         self.deployments[key].replicas = replicas
+
+    def reads(self) -> int:
+        return self.calls.count("read")
 
 
 class FakeSource:
@@ -529,3 +545,140 @@ def test_tick_clock_puts_ticks_on_their_slots(
     times = [tick_clock.time_of(T0 + s, i) - T0 for s, i in zip(starts, intervals, strict=True)]
     assert times == pytest.approx(expected, abs=1e-9)
     assert times == sorted(times)
+# --- the steady tick: the target read every K ticks, and always right before a write ---------
+
+RESYNC = 30.0  # with 5 s ticks: one target read serves K = 6 ticks
+
+
+def steady(scaler: FakeScaler, source: FakeSource, clock: Clock) -> tuple[Engine, Rule]:
+    engine = Engine(source, scaler, clock=clock, target_resync=RESYNC)
+    return engine, replace(make_rule(), polling_interval=5.0)
+
+
+def run_ticks(engine: Engine, rule: Rule, clock: Clock, count: int) -> list[Outcome]:
+    outcomes = []
+    for _ in range(count):
+        outcomes.append(engine.evaluate(rule))
+        clock.now += rule.polling_interval
+    return outcomes
+
+
+def test_quiet_ticks_read_the_target_once_every_k_ticks_and_write_nothing() -> None:
+    scaler, source, clock = FakeScaler(orders=FakeDeployment(2)), FakeSource(orders=10), Clock()
+    engine, rule = steady(scaler, source, clock)
+    outcomes = run_ticks(engine, rule, clock, 20)
+    assert scaler.reads() == 4  # ceil(20 / 6): ticks 0, 6, 12, 18
+    assert scaler.writes == []
+    assert len(source.calls) == 20  # the queue is read on every tick
+    assert all(o.current == 2 and not o.failed for o in outcomes)
+
+
+def test_a_write_reads_the_target_right_before_it() -> None:
+    scaler, source, clock = FakeScaler(orders=FakeDeployment(2)), FakeSource(orders=10), Clock()
+    engine, rule = steady(scaler, source, clock)
+    run_ticks(engine, rule, clock, 3)
+    assert scaler.calls == ["read"]
+    source.lengths["orders"] = 40  # asks for 8, on a tick that kept its view
+    outcome = engine.evaluate(rule)
+    assert scaler.calls == ["read", "read", "write 8"]
+    assert outcome.wrote and outcome.current == 2
+    assert source.calls == ["orders"] * 4  # decided again on the same readings, not re-read
+    clock.now += 5
+    # The write's count is kept: the next quiet ticks read nothing and write nothing.
+    run_ticks(engine, rule, clock, 4)
+    assert scaler.calls == ["read", "read", "write 8"]
+
+
+def test_a_tick_that_reads_anyway_writes_without_a_second_read() -> None:
+    scaler, source, clock = FakeScaler(orders=FakeDeployment(0)), FakeSource(orders=40), Clock()
+    engine, rule = steady(scaler, source, clock)
+    engine.evaluate(rule)  # the first tick always reads
+    assert scaler.calls == ["read", "write 8"]
+
+
+def test_a_pause_added_by_hand_is_honoured_before_any_write() -> None:
+    scaler, source, clock = FakeScaler(orders=FakeDeployment(2)), FakeSource(orders=10), Clock()
+    engine, rule = steady(scaler, source, clock)
+    run_ticks(engine, rule, clock, 2)
+    scaler.deployments["shop/orders"].annotations[PAUSED] = "true"
+    source.lengths["orders"] = 100  # would ask for 20, on a kept view without the pause
+    outcome = engine.evaluate(rule)
+    assert scaler.writes == []
+    assert outcome.decision is not None and outcome.decision.step == STEP_PAUSED
+    assert scaler.calls == ["read", "read"]  # the decision to write read the target first
+
+
+def test_a_pause_is_noticed_within_k_ticks_and_then_no_source_is_read() -> None:
+    scaler, source, clock = FakeScaler(orders=FakeDeployment(2)), FakeSource(orders=10), Clock()
+    engine, rule = steady(scaler, source, clock)
+    engine.evaluate(rule)
+    clock.now += 5
+    scaler.deployments["shop/orders"].annotations[PAUSED] = "true"
+    outcomes = run_ticks(engine, rule, clock, 6)
+    steps = [o.decision.step if o.decision else None for o in outcomes]
+    assert steps == [STEP_AT_TARGET] * 5 + [STEP_PAUSED]  # by the K-th tick after the last read
+    calls = len(source.calls)
+    run_ticks(engine, rule, clock, 5)
+    assert len(source.calls) == calls  # paused: no source is billed
+    assert scaler.writes == []
+
+
+def test_a_count_set_by_hand_is_noticed_within_k_ticks() -> None:
+    scaler, source, clock = FakeScaler(orders=FakeDeployment(2)), FakeSource(orders=10), Clock()
+    engine, rule = steady(scaler, source, clock)
+    engine.evaluate(rule)
+    clock.now += 5
+    scaler.deployments["shop/orders"].replicas = 0  # kubectl scale --replicas=0
+    outcomes = run_ticks(engine, rule, clock, 6)
+    assert [o.wrote for o in outcomes] == [False] * 5 + [True]
+    assert scaler.writes == [("shop/orders", 2)]
+    assert scaler.calls[-2:] == ["read", "write 2"]
+
+
+def test_a_failed_read_or_write_reads_the_target_on_the_next_tick() -> None:
+    scaler, source, clock = FakeScaler(orders=FakeDeployment(2)), FakeSource(orders=10), Clock()
+    engine, rule = steady(scaler, source, clock)
+    scaler.read_errors["shop/orders"] = RuntimeError("Unreachable")
+    run_ticks(engine, rule, clock, 2)
+    del scaler.read_errors["shop/orders"]
+    run_ticks(engine, rule, clock, 2)
+    assert scaler.reads() == 3  # two failed, then one read serving two ticks
+    scaler.write_errors["shop/orders"] = RuntimeError("Forbidden")
+    source.lengths["orders"] = 40
+    assert engine.evaluate(rule).error_kind == FAILED_WRITE
+    clock.now += 5
+    del scaler.write_errors["shop/orders"]
+    assert engine.evaluate(rule).wrote
+    assert scaler.calls[-4:] == ["read", "write 8", "read", "write 8"]
+
+
+def test_a_reload_that_drops_a_rule_drops_its_view() -> None:
+    scaler, source, clock = FakeScaler(orders=FakeDeployment(2)), FakeSource(orders=10), Clock()
+    engine, rule = steady(scaler, source, clock)
+    run_ticks(engine, rule, clock, 2)
+    engine.forget_rules_except([])
+    engine.evaluate(rule)
+    assert scaler.reads() == 2
+
+
+class ConflictOnce(Exception):
+    status = 409
+
+
+def test_a_conflicted_write_reads_again_once_on_a_steady_tick_too() -> None:
+    scaler, source, clock = FakeScaler(orders=FakeDeployment(2)), FakeSource(orders=10), Clock()
+    engine, rule = steady(scaler, source, clock)
+    run_ticks(engine, rule, clock, 2)
+    scaler.write_errors["shop/orders"] = ConflictOnce("409 Conflict")
+    original = scaler.set_replicas
+
+    def conflict_once(namespace: str, ref: ScaleTargetRef, replicas: int) -> None:
+        try:
+            original(namespace, ref, replicas)
+        finally:
+            scaler.write_errors.pop("shop/orders", None)
+
+    scaler.set_replicas = conflict_once  # type: ignore[method-assign]
+    source.lengths["orders"] = 40
+    assert engine.evaluate(rule).wrote
+    assert scaler.calls == ["read", "read", "write 8", "read", "write 8"]

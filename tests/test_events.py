@@ -12,12 +12,21 @@ Scenarios covered:
 - nothing is sent without a Deployment uid or in dry-run, and those ticks do not use up the limit
 - a tick that only holds, or failed to read its Deployment, sends nothing
 - a sink that raises is logged, not raised
+- off the write path (EventSender): with an events API that does not answer, five rules write
+  one after the other on one thread before any event is sent (ordering, no timing); a full queue
+  drops, counts (queue-full) and logs one line; shutdown flushes what it can within its bound,
+  then drops and counts (shutdown), and a tick after it queues nothing; a failing events API
+  counts (send-failed) and does not start the quiet period
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -26,9 +35,10 @@ from eventscaler.engine import (
     FAILED_SOURCE_READ,
     FAILED_TARGET_READ,
     FAILED_WRITE,
+    Engine,
     Outcome,
 )
-from eventscaler.events import NORMAL, WARNING, EventReporter
+from eventscaler.events import NORMAL, WARNING, EventReporter, EventSender
 from eventscaler.policy import (
     STEP_AT_TARGET,
     STEP_FALLBACK,
@@ -38,6 +48,9 @@ from eventscaler.policy import (
     initial_state,
 )
 from eventscaler.sources.azure_queue import azure_queue_trigger
+from tests.support.waiting import WAIT_SCALE
+from tests.test_engine import FakeDeployment, FakeScaler, FakeSource
+from tests.test_engine import make_rule as engine_rule
 
 REPEAT = 300.0
 
@@ -252,3 +265,119 @@ def test_an_event_is_attached_to_the_target_of_any_kind() -> None:
     reporter(sink, Clock()).observe(scaled(rule))
     assert sink.targets == [ref]
     assert sink.sent[0][:3] == ("shop", "db", "uid-1")
+
+
+# --- off the write path: EventSender's bounded queue on a thread of its own ------------------
+
+
+class BlockedSink(Sink):
+    """An events API that answers only when released: `entered` counts the calls under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = 0
+        self._lock = threading.Lock()
+
+    def record(self, *args: Any) -> None:
+        with self._lock:
+            self.entered += 1
+        self.release.wait(60)
+        super().record(*args)
+
+
+@dataclass
+class Drops:
+    causes: list[str] = field(default_factory=list)
+
+    def __call__(self, cause: str) -> None:
+        self.causes.append(cause)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout * WAIT_SCALE
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_blocked_events_api_never_delays_a_write() -> None:
+    sink, drops = BlockedSink(), Drops()
+    sender = EventSender(on_drop=drops)
+    names = [f"rule-{i}" for i in range(5)]
+    scaler = FakeScaler(**{name: FakeDeployment(0) for name in names})
+    source = FakeSource(**{name: 40 for name in names})
+    reporter = EventReporter(sink, sender=sender)
+    engine = Engine(source, scaler, observers=[reporter])
+    for name in names:  # on this one thread: a synchronous event would block the next write
+        assert engine.evaluate(engine_rule(name, name, name)).wrote
+    assert len(scaler.writes) == 5
+    assert sink.sent == []  # every write happened while the events API had answered nothing
+    sink.release.set()
+    wait_until(lambda: len(sink.sent) == 5, "the five events")
+    assert sender.close(5.0) == 0
+    assert sink.reasons() == ["SuccessfulRescale"] * 5
+    assert drops.causes == []
+
+
+def test_a_full_queue_drops_counts_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    sink, drops = BlockedSink(), Drops()
+    sender = EventSender(capacity=2, on_drop=drops)
+    events = EventReporter(sink, sender=sender)
+    rule = make_rule()
+    with caplog.at_level(logging.WARNING, logger="eventscaler.events"):
+        events.observe(scaled(rule, 0, 1))
+        wait_until(lambda: sink.entered == 1, "the first event under way")
+        for target in (2, 3, 4, 5):  # two fit in the queue, two do not
+            events.observe(scaled(rule, target - 1, target))
+    assert drops.causes == ["queue-full", "queue-full"]
+    full = [r.getMessage() for r in caplog.records if "queue is full" in r.getMessage()]
+    assert len(full) == 1  # one line per DROP_LOG_INTERVAL, not one per event
+    assert full[0].startswith("shop/orders-worker: event SuccessfulRescale dropped: ")
+    sink.release.set()
+    wait_until(lambda: sender.pending() == 0, "the queue to drain")
+    assert [e[5].split(";")[0] for e in sink.sent] == ["New size: 1", "New size: 2", "New size: 3"]
+    sender.close(1.0)
+
+
+def test_shutdown_flushes_within_its_bound_then_drops_and_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink, drops = BlockedSink(), Drops()
+    sender = EventSender(on_drop=drops)
+    events = EventReporter(sink, sender=sender)
+    rule = make_rule()
+    for target in (1, 2, 3):
+        events.observe(scaled(rule, target - 1, target))
+    wait_until(lambda: sink.entered == 1, "the first event under way")
+    with caplog.at_level(logging.WARNING, logger="eventscaler.events"):
+        assert sender.close(0.05) == 2  # the one under way is left to finish
+        events.observe(scaled(rule, 3, 4))  # a tick after close: dropped, never queued
+    assert drops.causes == ["shutdown", "shutdown", "shutdown"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert "2 event(s) dropped at shutdown: not sent within 0.05s" in messages
+    assert "shop/orders-worker: event SuccessfulRescale dropped: the daemon is stopping" in messages
+    sink.release.set()
+
+
+def test_shutdown_sends_what_is_queued_when_the_api_answers() -> None:
+    sink, drops = Sink(), Drops()
+    sender = EventSender(on_drop=drops)
+    events = EventReporter(sink, sender=sender)
+    for target in range(1, 21):
+        events.observe(scaled(make_rule(), target - 1, target))
+    assert sender.close(30.0) == 0
+    assert len(sink.sent) == 20 and drops.causes == []
+
+
+def test_a_failing_events_api_counts_and_frees_the_quiet_period() -> None:
+    sink, drops = Sink(error=RuntimeError("500 Internal Server Error")), Drops()
+    sender = EventSender(on_drop=drops)
+    events = EventReporter(sink, repeat_after=REPEAT, clock=Clock(), sender=sender)
+    rule = make_rule()
+    events.observe(queue_failure(rule))
+    wait_until(lambda: drops.causes == ["send-failed"], "the failed send")
+    sink.error = None
+    events.observe(queue_failure(rule))  # not sent, so no quiet period: the next tick tries
+    sender.close(5.0)
+    assert sink.reasons() == ["FailedGetTriggerValue"]

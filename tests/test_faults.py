@@ -37,8 +37,10 @@ Definitions used by every test:
   Deployment re-created) until the Deployment has the right count (for the rule file: until the
   restored file is loaded).
 
-These tests need the Kubernetes API test server to inject faults, so they always use their own
-(and Azurite restarts use their own Azurite), even when E2E_KUBECONFIG names a real cluster.
+The daemon runs with --target-resync 0 (its target read on every tick), so that each API fault
+meets every tick. These tests need the Kubernetes API test server to inject faults, so they
+always use their own (and Azurite restarts use their own Azurite), even when E2E_KUBECONFIG
+names a real cluster.
 """
 
 from __future__ import annotations
@@ -126,6 +128,10 @@ def start_daemon(kubeconfig: Path, azurite: Azurite, rules: Path) -> DaemonProce
             "0",
             "--log-level",
             "DEBUG",
+            # Every tick reads its target, so an API fault hits every tick: the worst case. (By
+            # default a quiet tick reads it every few ticks only; a write always reads it first.)
+            "--target-resync",
+            "0",
         ],
         env={"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string},
     )

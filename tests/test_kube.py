@@ -17,6 +17,7 @@ Scenarios covered:
 - the bearer token of a kubeconfig exec plugin is refreshed when it expires, as the `kubernetes`
   package does it
 - lean imports: the adapter loads none of the generated API classes or models
+- the proxy variables are read once, at load (the proxy found stays in force), not on each request
 """
 
 from __future__ import annotations
@@ -358,3 +359,31 @@ def test_the_adapter_loads_no_generated_api_class_or_model(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0 []"
     assert server.get_deployment("default", "web")["spec"]["replicas"] == 3
+
+
+def test_the_proxy_is_read_from_the_environment_once_not_per_request(
+    server: KubeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kubernetes.client.configuration as configuration_module
+
+    calls: list[int] = []
+    real = configuration_module.getproxies
+
+    def counting() -> dict[str, str]:
+        calls.append(1)
+        return dict(real())
+
+    monkeypatch.setattr(configuration_module, "getproxies", counting)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the test server itself is reached directly
+    made = build_api_client(ClusterAccess(str(server.write_kubeconfig(tmp_path / "kc"))))
+    try:
+        assert made.configuration.proxy == "http://127.0.0.1:3128"  # as loaded, from the env
+        loaded = len(calls)
+        client = ScaleTargetClient(made, timeout_seconds=5)
+        for _ in range(5):
+            assert client.read("default", DEPLOYMENT).replicas == 2
+        assert len(calls) == loaded  # none per request (the token hook sets `host` each time)
+        assert made.configuration.proxy == "http://127.0.0.1:3128"
+    finally:
+        made.close()

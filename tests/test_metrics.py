@@ -12,6 +12,7 @@ Scenarios covered:
 - the rule labels name the target's kind and name (target_kind, target): a StatefulSet and a
   Deployment of the same name are two series; no `deployment` label any more
 - the exposition carries no queue URL, account or connection string
+- dropped events are counted by cause, every cause's series present at 0 from the start
 """
 
 from __future__ import annotations
@@ -244,3 +245,15 @@ def test_the_labels_name_the_targets_kind_and_name(metrics: Metrics) -> None:
     metrics.rules_changed({"web"}, {("db", "shop", "StatefulSet", "web-worker")})
     assert value(metrics, "eventscaler_current_replicas", **labels(statefulset)) is None
     assert value(metrics, "eventscaler_current_replicas", **labels(deployment)) == 2
+
+
+def test_dropped_events_are_counted_by_cause_from_zero(metrics: Metrics) -> None:
+    name = "eventscaler_events_dropped_total"
+    for cause in ("queue-full", "shutdown", "send-failed"):
+        assert value(metrics, name, cause=cause) == 0  # alertable before the first drop
+    metrics.event_dropped("queue-full")
+    metrics.event_dropped("queue-full")
+    metrics.event_dropped("shutdown")
+    assert value(metrics, name, cause="queue-full") == 2
+    assert value(metrics, name, cause="shutdown") == 1
+    assert value(metrics, name, cause="send-failed") == 0

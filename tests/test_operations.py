@@ -5,7 +5,8 @@ Against Azurite and the Kubernetes API (test server, or E2E_KUBECONFIG). Scenari
   last successful poll, rules loaded; no secret in any label;
 - events: SuccessfulRescale on the Deployment with from -> to size and reason; failing queue reads
   give one FailedGetTriggerValue event, not one per tick;
-- pause with our annotation: nothing changes while paused, removing it resumes at the next tick;
+- pause with our annotation: nothing changes while paused, removing it resumes once the daemon
+  reads the target again (within --target-resync; 1 s here);
 - paused-replicas sets the count and holds it; KEDA's annotations work the same way;
 - fallback: a rule whose queue fails scales to fallback.replicas from 0, and back to normal on
   the first good reading;
@@ -27,14 +28,14 @@ from tests.support.azurite import Azurite
 from tests.support.cluster import Cluster, wait_for
 from tests.support.daemon_process import DaemonProcess, run_command
 from tests.test_cluster_features import get, health_port, start_daemon
-from tests.test_e2e import POLL, rule
+from tests.test_e2e import POLL, SEEN_SOON, rule
 
 pytestmark = pytest.mark.e2e
 
 
-def start(cluster: Cluster, azurite: Azurite, rules: Path) -> DaemonProcess:
+def start(cluster: Cluster, azurite: Azurite, rules: Path, *extra: str) -> DaemonProcess:
     """The daemon with its health port, at DEBUG so every decision's step is in the log."""
-    return start_daemon(cluster, azurite, rules, "--log-level", "DEBUG")
+    return start_daemon(cluster, azurite, rules, "--log-level", "DEBUG", *extra)
 
 
 def http_get(proc: DaemonProcess, path: str) -> str:
@@ -122,7 +123,7 @@ def test_pause_paused_replicas_and_resume(
     cluster.create_deployment(unique)
     cluster.annotate(unique, paused, "true")
     rules = write_rules(tmp_path / "rules.yaml", [rule(unique, cluster.namespace, unique)])
-    with start(cluster, azurite, rules) as proc:
+    with start(cluster, azurite, rules, *SEEN_SOON) as proc:
         azurite.send_messages(unique, 30)  # would ask for 6
         proc.wait_for_output(rf"rule {unique}: 0 -> 0 \[paused\]: paused by {re.escape(paused)}")
         time.sleep(4 * POLL)

@@ -27,7 +27,7 @@ from tests.conftest import write_rules
 from tests.support.azurite import Azurite
 from tests.support.cluster import Cluster, Target, wait_for
 from tests.support.kubeapi_crd import crd_manifest
-from tests.test_e2e import COOLDOWN, POLL, daemon, rule
+from tests.test_e2e import COOLDOWN, POLL, SEEN_SOON, daemon, rule
 from tests.test_operations import http_get, metric
 
 pytestmark = pytest.mark.e2e
@@ -180,7 +180,7 @@ def test_pause_annotations_work_on_a_statefulset(
     target = statefulset(unique)
     cluster.annotate_object(target, "autoscaling.keda.sh/paused", "true")
     rules = write_rules(tmp_path / "rules.yaml", [target_rule(target, cluster.namespace, unique)])
-    with daemon(cluster, azurite, rules) as proc:
+    with daemon(cluster, azurite, rules, *SEEN_SOON) as proc:
         azurite.send_messages(unique, 30)  # would ask for 6
         proc.wait_for_output(rf"rule {unique}: 0 -> 0 \[paused\]", WAIT)
         time.sleep(4 * POLL)
