@@ -29,9 +29,10 @@ ACTIVITIES = (
     ("TLS (ssl)", re.compile(r"\(ssl\.py")),
     ("decision (policy.py)", re.compile(r"\(eventscaler/policy")),
     ("logging", re.compile(r"\(logging/")),
+    # The scheduler's own work, not the rule runs it starts (every worker's stack holds those).
     (
-        "scheduler (eventscaler, or APScheduler before it)",
-        re.compile(r"\((apscheduler/|eventscaler/scheduler)"),
+        "scheduler (APScheduler and its lanes)",
+        re.compile(r"(^|;)(RuleSchedule\.(?!_run )|\w+Scheduler\.|\w+JobStore\.|\w+Trigger\.)"),
     ),
     ("JSON", re.compile(r"\(json/")),
     ("deep copies", re.compile(r"\(copy\.py")),

@@ -61,24 +61,27 @@ def test_proc_readers_see_this_process() -> None:
 def test_collapsed_stacks_summed_by_activity(tmp_path: Path) -> None:
     raw = tmp_path / "raw.txt"
     raw.write_text(
-        "run (apscheduler/executors/base.py);read_length (eventscaler/sources/azure_queue.py);"
+        "RuleSchedule._run (eventscaler/schedule.py);read_length (eventscaler/sources/azure_queue.py);"
         "send (requests/sessions.py) 6\n"
-        "run (apscheduler/executors/base.py);read (eventscaler/kube.py);"
+        "RuleSchedule._run (eventscaler/schedule.py);read (eventscaler/kube.py);"
         "call_api (kubernetes/client/api_client.py);read (ssl.py) 3\n"
-        "decide (eventscaler/policy.py) 1\n"
+        "BaseScheduler._process_jobs (apscheduler/schedulers/base.py);"
+        "RuleSchedule._fire (eventscaler/schedule.py);"
+        "RuleSchedule._hand_over (eventscaler/schedule.py) 1\n"
+        "RuleSchedule._run (eventscaler/schedule.py);decide (eventscaler/policy.py) 2\n"
     )
     summary = summarize(read_collapsed(raw))
     shares = {a["what"]: a["share"] for a in summary["activities"]}
-    assert summary["samples"] == 10
-    assert shares["azure queue read (azure SDK)"] == 0.6
-    assert shares["kubernetes client"] == 0.3
-    assert shares["TLS (ssl)"] == 0.3
-    assert shares["scheduler (eventscaler, or APScheduler before it)"] == 0.9
-    assert shares["decision (policy.py)"] == 0.1
+    assert summary["samples"] == 12
+    assert shares["azure queue read (azure SDK)"] == 0.5
+    assert shares["kubernetes client"] == 0.25
+    assert shares["TLS (ssl)"] == 0.25
+    assert shares["scheduler (APScheduler and its lanes)"] == round(1 / 12, 3)  # not the runs
+    assert shares["decision (policy.py)"] == round(2 / 12, 3)
     assert summary["self"][0] == {
         "what": "send (requests/sessions.py)",
         "samples": 6,
-        "share": 0.6,
+        "share": 0.5,
     }
 
 

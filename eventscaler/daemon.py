@@ -1,11 +1,12 @@
-"""Scheduling: one APScheduler job per rule, the rule file watched for changes, clean shutdown.
+"""The rules in force, each run at its pollingInterval, the rule file watched, clean shutdown.
 
-Each rule runs at its own pollingInterval on a shared thread pool, so a slow queue delays only its
-own rule; `max_instances=1` makes sure one rule never runs twice at once.
+Each rule runs on a shared pool of worker threads (eventscaler/schedule.py, on APScheduler), so a
+slow queue delays only its own rule, and one rule never runs twice at once.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -14,12 +15,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor as FuturesPool
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from eventscaler.config import (
     ConfigProblem,
@@ -30,6 +26,7 @@ from eventscaler.config import (
     rules_in_force,
 )
 from eventscaler.engine import Engine, Outcome
+from eventscaler.schedule import RuleSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +123,7 @@ class Daemon:
         if stale_after is None:
             stale_after = max(MIN_STALE_AFTER, 3 * reload_interval)
         self.health = Health(time.monotonic(), stale_after)
-        self._scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=workers)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone=UTC,
-        )
+        self._scheduler = RuleSchedule(workers)
         self._lock = threading.Lock()
 
     # -- rules -----------------------------------------------------------------------------
@@ -173,18 +166,14 @@ class Daemon:
     def start(self) -> None:
         """Load the rules and start the scheduler (returns at once)."""
         self.reload()
-        self._scheduler.add_job(
-            self.reload,
-            IntervalTrigger(seconds=self.reload_interval),
-            id=RELOAD_JOB_ID,
-        )
+        self._scheduler.every(RELOAD_JOB_ID, self.reload_interval, self.reload)
         self._scheduler.start()
         self._sync_jobs({}, dict(self.rules))
 
     def stop(self) -> None:
         """Stop scheduling; runs in progress finish first."""
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.stop()
 
     def run_once(self) -> list[Outcome]:
         """Evaluate every rule once, concurrently, and return what each did."""
@@ -207,24 +196,14 @@ class Daemon:
         if not self._scheduler.running:
             return
         for name in previous.keys() - current.keys():
-            self._scheduler.remove_job(_job_id(name))
-        now = datetime.now(UTC)
+            self._scheduler.cancel(name)
         for name, rule in current.items():
             old = previous.get(name)
             if old is not None and old.polling_interval == rule.polling_interval:
                 continue  # the job reads the rule by name, so other changes apply by themselves
-            self._scheduler.add_job(
-                self.tick,
-                IntervalTrigger(seconds=rule.polling_interval),
-                args=[name],
-                id=_job_id(name),
-                name=f"rule {name}",
-                replace_existing=True,
-                # A new rule runs at once; a changed interval waits one interval, as planned.
-                next_run_time=now
-                if old is None
-                else now + timedelta(seconds=rule.polling_interval),
-            )
+            # A new rule runs at once; a changed interval waits one interval, as planned.
+            tick = functools.partial(self.tick, name)
+            self._scheduler.place(name, rule.polling_interval, tick, at_once=old is None)
 
 
 def _keep_unnamed(
@@ -268,7 +247,3 @@ _UNNAMED_ENTRY = re.compile(r"rules\[\d+\]")
 def _unnamed_rejected_entries(result: LoadResult) -> list[str]:
     """The rule entries the load rejected without knowing which rule they were meant to be."""
     return sorted({p.where for p in result.problems if _UNNAMED_ENTRY.fullmatch(p.where)})
-
-
-def _job_id(rule_name: str) -> str:
-    return f"rule:{rule_name}"

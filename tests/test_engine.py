@@ -545,6 +545,8 @@ def test_tick_clock_puts_ticks_on_their_slots(
     times = [tick_clock.time_of(T0 + s, i) - T0 for s, i in zip(starts, intervals, strict=True)]
     assert times == pytest.approx(expected, abs=1e-9)
     assert times == sorted(times)
+
+
 # --- the steady tick: the target read every K ticks, and always right before a write ---------
 
 RESYNC = 30.0  # with 5 s ticks: one target read serves K = 6 ticks
