@@ -61,8 +61,8 @@ def test_proc_readers_see_this_process() -> None:
 def test_collapsed_stacks_summed_by_activity(tmp_path: Path) -> None:
     raw = tmp_path / "raw.txt"
     raw.write_text(
-        "RuleSchedule._run (eventscaler/schedule.py);read_length (eventscaler/sources/azure_queue.py);"
-        "send (requests/sessions.py) 6\n"
+        "RuleSchedule._run (eventscaler/schedule.py);"
+        "read_length (eventscaler/sources/azure_queue.py);send (requests/sessions.py) 6\n"
         "RuleSchedule._run (eventscaler/schedule.py);read (eventscaler/kube.py);"
         "call_api (kubernetes/client/api_client.py);read (ssl.py) 3\n"
         "BaseScheduler._process_jobs (apscheduler/schedulers/base.py);"
