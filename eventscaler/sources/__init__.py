@@ -27,6 +27,7 @@ sys.modules.setdefault("yarl", None)  # type: ignore[arg-type]
 SOURCE_MODULES = {
     "aws-sqs-queue": "eventscaler.sources.aws_sqs",
     "azure-queue": "eventscaler.sources.azure_queue",
+    "azure-servicebus": "eventscaler.sources.azure_servicebus",
     "nats-jetstream": "eventscaler.sources.nats_jetstream",
     "redis": "eventscaler.sources.redis_lists",
     "redis-streams": "eventscaler.sources.redis_streams",

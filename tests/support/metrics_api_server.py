@@ -96,10 +96,13 @@ class _Server(ThreadingHTTPServer):
 
 
 class MetricsApiServer:
-    """The server; a context manager whose exit stops it."""
+    """The server; a context manager whose exit stops it. A subclass may serve another `handler`
+    (whose `self.server.state` is the subclass's `state`)."""
+
+    handler: type[BaseHTTPRequestHandler] = _Handler
 
     def __init__(self, tls_dir: Path | None = None) -> None:
-        self.state = _State()
+        self.state: Any = _State()
         self._tls_dir = tls_dir
         self._context: ssl.SSLContext | None = None
         self.ca_pem: bytes | None = None
@@ -108,7 +111,7 @@ class MetricsApiServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> Self:
-        server = _Server((HOST, self._port), _Handler)
+        server = _Server((HOST, self._port), self.handler)
         server.state = self.state
         if self._tls_dir is not None:
             server.socket = self._tls_context().wrap_socket(server.socket, server_side=True)
