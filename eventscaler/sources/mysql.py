@@ -21,7 +21,6 @@ closed with the reader.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -218,7 +217,15 @@ def _dsn_tls(value: str) -> dict[str, Any]:
 # Reading
 
 
-class MySqlSource:
+@dataclass
+class _Session:
+    """A connection, and which server it talks to (their statement timeouts differ)."""
+
+    connection: pymysql.connections.Connection[Any]
+    mariadb: bool
+
+
+class MySqlSource(sql_common.SqlReader[_Session]):
     """Reads query values; safe to call from many threads at once (a connection per read)."""
 
     def __init__(
@@ -227,38 +234,9 @@ class MySqlSource:
         timeout_seconds: float = 5.0,
         pool_size: int = 16,
     ) -> None:
-        self._environ: Mapping[str, str] = os.environ if environ is None else environ
-        self._timeout = timeout_seconds
-        self._connections: sql_common.Connections[_Session] = sql_common.Connections(
-            _close, _alive, pool_size
-        )
+        super().__init__(DRIVER, environ, timeout_seconds, pool_size)
 
-    def read(self, trigger: Trigger) -> float:
-        settings: MySqlSettings = trigger.settings
-        what = sql_common.describe_query("mysql", settings.query, settings.where)
-        key, params = self._login(settings, what)
-        timeout = retry.call_timeout(self._timeout)
-
-        def attempt() -> tuple[Any, ...] | None:
-            limit = retry.call_timeout(timeout)
-            return self._connections.run(
-                key, lambda: _connect(params, limit), lambda c: _query(c, settings.query, limit),
-                _reusable_after,
-            )  # fmt: skip
-
-        try:
-            row = retry.call(attempt, transient_failure)
-        except pymysql.MySQLError as exc:
-            raise translate_error(exc, what, timeout) from None
-        return sql_common.first_number(row, what)
-
-    def close(self) -> None:
-        self._connections.close()
-
-    def idle_connections(self) -> int:
-        return self._connections.idle_count()
-
-    def _login(self, settings: MySqlSettings, what: str) -> tuple[Any, dict[str, Any]]:
+    def login(self, settings: MySqlSettings, what: str) -> tuple[Any, dict[str, Any]]:
         """(the connections' key, pymysql.connect's arguments), every secret registered."""
         if settings.connection_string_from_env:
             name = settings.connection_string_from_env
@@ -296,14 +274,6 @@ class MySqlSource:
         if not text.isdigit() or not 1 <= int(text) <= sql_common.MAX_PORT:
             raise error(what, sql_common.INVALID_CONNECTION, f"env {name} does not hold a port")
         return int(text)
-
-
-@dataclass
-class _Session:
-    """A connection, and which server it talks to (their statement timeouts differ)."""
-
-    connection: pymysql.connections.Connection[Any]
-    mariadb: bool
 
 
 def _connect(params: Mapping[str, Any], timeout: float) -> _Session:
@@ -407,6 +377,11 @@ def transient_failure(exc: Exception) -> retry.Transient | None:
         return None
     return None if "timed out" in str(exc) else retry.Transient()
 
+
+DRIVER = sql_common.Driver(
+    "mysql", pymysql.MySQLError, _connect, _query, _close, _alive, _reusable_after,
+    transient_failure, translate_error,
+)  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------
 # convert

@@ -149,7 +149,7 @@ class QueryTimedOut(psycopg.OperationalError):
     """The watchdog cut a connection whose server did not answer in time."""
 
 
-class PostgresSource:
+class PostgresSource(sql_common.SqlReader[psycopg.Connection[Any]]):
     """Reads query values; safe to call from many threads at once (a connection per read)."""
 
     def __init__(
@@ -158,38 +158,9 @@ class PostgresSource:
         timeout_seconds: float = 5.0,
         pool_size: int = 16,
     ) -> None:
-        self._environ: Mapping[str, str] = os.environ if environ is None else environ
-        self._timeout = timeout_seconds
-        self._connections: sql_common.Connections[psycopg.Connection[Any]] = sql_common.Connections(
-            _close, _alive, pool_size
-        )
+        super().__init__(DRIVER, environ, timeout_seconds, pool_size)
 
-    def read(self, trigger: Trigger) -> float:
-        settings: PostgresSettings = trigger.settings
-        what = sql_common.describe_query("postgresql", settings.query, settings.where)
-        key, params = self._login(settings, what)
-        timeout = retry.call_timeout(self._timeout)
-
-        def attempt() -> tuple[Any, ...] | None:
-            limit = retry.call_timeout(timeout)
-            return self._connections.run(
-                key, lambda: _connect(params, limit), lambda c: _query(c, settings.query, limit),
-                _reusable_after,
-            )  # fmt: skip
-
-        try:
-            row = retry.call(attempt, transient_failure)
-        except psycopg.Error as exc:
-            raise translate_error(exc, what, timeout) from None
-        return sql_common.first_number(row, what)
-
-    def close(self) -> None:
-        self._connections.close()
-
-    def idle_connections(self) -> int:
-        return self._connections.idle_count()
-
-    def _login(self, settings: PostgresSettings, what: str) -> tuple[Any, dict[str, Any]]:
+    def login(self, settings: PostgresSettings, what: str) -> tuple[Any, dict[str, Any]]:
         """(the connections' key, psycopg.connect's arguments), every secret registered."""
         if settings.connection_from_env:
             name = settings.connection_from_env
@@ -348,6 +319,11 @@ def transient_failure(exc: Exception) -> retry.Transient | None:
     lowered = str(exc).lower()
     return None if any(words in lowered for words, _ in _CONNECT_WORDS) else retry.Transient()
 
+
+DRIVER = sql_common.Driver(
+    "postgresql", psycopg.Error, _connect, _query, _close, _alive, _reusable_after,
+    transient_failure, translate_error,
+)  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------
 # convert

@@ -16,14 +16,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+from eventscaler import retry
 from eventscaler.fields import ConfigError, parse_int, parse_text, show
 from eventscaler.sources import base
+from eventscaler.triggers import Trigger
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -271,6 +275,69 @@ class Connections(Generic[C]):
         # A broken connection may fail to close: it is gone either way.
         with contextlib.suppress(Exception):
             self._close_connection(connection)
+
+
+@dataclass(frozen=True)
+class Driver(Generic[C]):
+    """How one source talks to its database, for the reader both share."""
+
+    name: str  # the source's type, as error messages start
+    error: type[Exception]  # the client library's base error class
+    connect: Callable[[Mapping[str, Any], float], C]  # (login arguments, timeout)
+    query: Callable[[C, str, float], Any]  # the first row, () when no result set, None: no row
+    close: Callable[[C], None]
+    alive: Callable[[C], bool]
+    reusable_after: Callable[[BaseException], bool]  # a connection whose query failed so
+    transient: Callable[[Exception], retry.Transient | None]
+    translate: Callable[[Any, str, float], SqlReadError]  # (error, what, timeout)
+
+
+class SqlReader(Generic[C]):
+    """A source's reader: each read resolves the trigger's login from the environment (`login`,
+    per source), runs the query on a kept connection, retried within the tick, and turns the
+    first row into the value. Safe to call from many threads at once (a connection per read)."""
+
+    def __init__(
+        self,
+        driver: Driver[C],
+        environ: Mapping[str, str] | None = None,
+        timeout_seconds: float = 5.0,
+        pool_size: int = 16,
+    ) -> None:
+        self._driver = driver
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._timeout = timeout_seconds
+        self._connections: Connections[C] = Connections(driver.close, driver.alive, pool_size)
+
+    def read(self, trigger: Trigger) -> float:
+        settings = trigger.settings
+        driver = self._driver
+        what = describe_query(driver.name, settings.query, settings.where)
+        key, params = self.login(settings, what)
+        timeout = retry.call_timeout(self._timeout)
+
+        def attempt() -> Any:
+            limit = retry.call_timeout(timeout)
+            return self._connections.run(
+                key, lambda: driver.connect(params, limit),
+                lambda c: driver.query(c, settings.query, limit), driver.reusable_after,
+            )  # fmt: skip
+
+        try:
+            row = retry.call(attempt, driver.transient)
+        except driver.error as exc:
+            raise driver.translate(exc, what, timeout) from None
+        return first_number(row, what)
+
+    def login(self, settings: Any, what: str) -> tuple[Any, dict[str, Any]]:
+        """(the connections' key, the connect arguments), every secret registered."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._connections.close()
+
+    def idle_connections(self) -> int:
+        return self._connections.idle_count()
 
 
 # ---------------------------------------------------------------------------------------------
