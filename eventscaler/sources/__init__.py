@@ -35,6 +35,8 @@ SOURCE_MODULES = {
     "metrics-api": "eventscaler.sources.metrics_api",
     "beanstalkd": "eventscaler.sources.beanstalkd",
     "rabbitmq": "eventscaler.sources.rabbitmq",
+    "postgresql": "eventscaler.sources.postgresql",
+    "mysql": "eventscaler.sources.mysql",
 }
 
 _types: dict[str, SourceType] = {}
