@@ -82,6 +82,8 @@ class Optimum:
     step: float  # seconds per entry of `replicas`
     replicas: tuple[float, ...]  # the replicas paid for in each step (their average)
     solve_seconds: float
+    # (start, seconds, messages processed) of each sub-step: the work the bound assumes
+    work: tuple[tuple[float, float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -426,4 +428,11 @@ def _optimum(program: _Program, solution: Sequence[float], elapsed: float) -> Op
     grid = program.grid
     replicas = tuple(float(v) for v in solution[program.x : program.x + grid.steps])
     waiting = float(sum(solution[program.w : program.w + len(grid.substeps)]))
-    return Optimum(waiting, sum(replicas) * grid.step, grid.step, replicas, elapsed)
+    done = [float(v) for v in solution[program.d : program.d + len(grid.substeps) + 1]]
+    work = tuple(
+        (start, length, max(after - before, 0.0))
+        for (start, length, _), before, after in zip(
+            grid.substeps, done[:-1], done[1:], strict=True
+        )
+    )
+    return Optimum(waiting, sum(replicas) * grid.step, grid.step, replicas, elapsed, work)

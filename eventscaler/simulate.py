@@ -556,8 +556,7 @@ def describe_setup(rule: Rule, load: Load, workers: WorkerModel, duration: float
 # The controllers measured against the optimum (no-poll is a reference for polling, not a policy).
 MEASURED = ("ours", MODEL_LABEL)
 OPTIMUM_NOTE = (
-    "the optimum: the least waiting at the same cost, and the least cost at the same waiting, of "
-    "any schedule knowing the whole load in advance; a lower bound (docs/simulate.md)"
+    "the optimum: the best of any schedule that knows the load in advance (a lower bound)"
 )
 
 
