@@ -18,6 +18,7 @@ matplotlib is imported only to draw and SciPy only to solve, so the daemon never
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -164,9 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     workers = WorkerModel(args.processing_rate, args.startup_seconds)
-    own_bounds = bool(args.config)
+    solve = not args.no_optimum and _can_solve()
     results = [
-        _run_scenario(scenario(name), rule, workers, own_bounds, not args.no_optimum)
+        _run_scenario(scenario(name), rule, workers, bool(args.config), solve)
         for name in args.scenario or list(SCENARIOS)
     ]
     print(
@@ -181,11 +182,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{CAPTION}; {NO_POLL_LABEL}: the rule's arithmetic on the true backlog without polling.")
     print()
     print(format_table(results, markdown=args.markdown))
-    if not args.no_optimum:
-        code = _print_optimum(results, args.markdown)
-        if code:
-            return code
-    return 0 if args.no_plots else _write_plots(results, workers, Path(args.out))
+    if solve:
+        _print_optimum(results, args.markdown)
+    plotted = 0 if args.no_plots else _write_plots(results, workers, Path(args.out))
+    return plotted or (0 if solve or args.no_optimum else 2)
+
+
+def _can_solve() -> bool:
+    """Whether SciPy is there to solve the optimum (a tooling dependency, like matplotlib)."""
+    if importlib.util.find_spec("scipy") is not None:
+        return True
+    print(
+        "compare: the optimum needs SciPy: pip install -r requirements-dev.txt (or --no-optimum)",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _run_scenario(
@@ -200,7 +211,7 @@ def _run_scenario(
     if optimum:
         try:
             marks = against_optimum(runs, rule, load, workers, initial)
-        except (ImportError, OptimumError) as exc:
+        except OptimumError as exc:
             print(f"compare: {load.name}: the optimum: {exc}", file=sys.stderr)
     return Result(load, rule, runs, marks)
 
@@ -219,19 +230,15 @@ def _bound_notes(results: Sequence[Result], rule: Rule) -> list[str]:
     return notes
 
 
-def _print_optimum(results: Sequence[Result], markdown: bool) -> int:
-    measured = [result for result in results if result.marks]
-    if len(measured) < len(results):
-        print("\ncompare: the optimum needs SciPy: pip install -r requirements-dev.txt")
-        return 2
+def _print_optimum(results: Sequence[Result], markdown: bool) -> None:
     seconds = [mark.solve_seconds for r in results for mark in r.marks.values()]
     print(f"\nagainst {OPTIMUM_NOTE}:\n")
     print(format_optimum_table(results, markdown=markdown))
-    print(
-        f"\n{len(seconds) * 2} linear programs solved by SciPy's HiGHS in {sum(seconds):.1f}s "
-        f"(the longest pair {max(seconds):.1f}s)"
-    )
-    return 0
+    if seconds:
+        print(
+            f"\n{len(seconds) * 2} linear programs solved by SciPy's HiGHS in {sum(seconds):.1f}s "
+            f"of CPU (the longest pair {max(seconds):.1f}s)"
+        )
 
 
 def _rule_from(args: argparse.Namespace) -> Rule:

@@ -372,8 +372,11 @@ def yardstick(
 ) -> Yardstick:
     """The optimum at a controller's cost and at its waiting (both budgets are feasible: the
     controller's own schedule meets them)."""
-    at_cost = optimum_at_cost(load, bounds, workers, cost, duration, step)
-    at_waiting = optimum_at_waiting(load, bounds, workers, waiting, duration, step)
+    # A hair of slack, for the solver's tolerance when the controller is itself optimal.
+    at_cost = optimum_at_cost(load, bounds, workers, cost * (1 + 1e-9) + 1e-6, duration, step)
+    at_waiting = optimum_at_waiting(
+        load, bounds, workers, waiting * (1 + 1e-9) + 1e-6, duration, step
+    )
     seconds = at_cost.solve_seconds + at_waiting.solve_seconds
     return Yardstick(waiting, cost, at_cost.waiting, at_waiting.cost, seconds)
 

@@ -608,7 +608,7 @@ def format_yardsticks(marks: dict[str, Yardstick]) -> str:
         cells = "".join(show(m).rjust(c) for m, c in zip(marks.values(), columns, strict=True))
         lines.append(long.ljust(width) + cells)
     seconds = sum(mark.solve_seconds for mark in marks.values())
-    lines.append(f"(solved by SciPy's HiGHS in {seconds:.1f}s)")
+    lines.append(f"(solved by SciPy's HiGHS in {seconds:.1f}s of CPU)")
     return "\n".join(lines)
 
 

@@ -13,15 +13,13 @@ Scenarios covered:
   the flood
 - the bound is close: whole pods asked for a start-up ahead of the optimum's work, replayed in the
   simulator, cost no more and wait within 5 % of it (flood: exactly)
-- deterministic; SciPy imported only to solve; bad bounds and too short horizons named
+- deterministic; bad bounds and too short horizons named (SciPy imported only to solve:
+  tests/test_simulate.py)
 """
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -46,8 +44,6 @@ from eventscaler.simulate import (
     WorkerModel,
     simulate,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # One burst of N = 1,000 messages at t=0; rate p = 1 message/s per replica, start-up s = 10 s.
 # On paper: a schedule whose ready replicas peak at n has paid s for each of them, and p x cost
@@ -209,18 +205,6 @@ def test_bad_input_is_named() -> None:
         optimum_at_cost(BURST, WIDE, WorkerModel(0.0, 10.0), 1000.0)
     with pytest.raises(OptimumError, match="shorter than one step"):
         optimum_at_cost(BURST, WIDE, WORKERS, 1000.0, duration=2.0)
-
-
-def test_scipy_is_imported_only_to_solve() -> None:
-    code = (
-        "import sys, autoscaler, eventscaler.optimum, eventscaler.simulate, eventscaler.compare\n"
-        "import eventscaler.daemon, eventscaler.engine\n"
-        "assert 'scipy' not in sys.modules, 'scipy imported'\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def test_arrivals_off_the_grid_count_from_their_instant() -> None:

@@ -24,6 +24,7 @@ Scenarios covered:
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -526,9 +527,33 @@ def test_compare_with_a_rule_file_and_a_polling_override(
     assert compare.main(["--config", str(rules), "--rule", "x", "--no-plots"]) == 2
 
 
-def test_the_daemon_and_the_simulator_never_import_matplotlib() -> None:
+def test_simulate_and_compare_without_scipy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A machine with the runtime requirements only: everything but the optimum still works.
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # `import` now fails
+    rules = write_rules(tmp_path / "rules.yaml", HELLO)
+    argv = ["simulate", "--config", str(rules), "--scenario", "flood", "--compare"]
+    assert autoscaler.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "backlog message-seconds (the waiting)             64,000      95,065" in out
+    assert "the optimum needs SciPy" in out and "pip install -r requirements-dev.txt" in out
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a)
+    )
+    assert compare.main(["--scenario", "flood", "--no-plots"]) == 2
+    captured = capsys.readouterr()
+    assert "| flood |" not in captured.out and "ours " in captured.out
+    assert "against the optimum" not in captured.out
+    assert "compare: the optimum needs SciPy" in captured.err
+    assert compare.main(["--scenario", "flood", "--no-plots", "--no-optimum"]) == 0
+
+
+def test_the_daemon_and_the_simulator_never_import_matplotlib_or_scipy() -> None:
     code = (
         "import sys, autoscaler, eventscaler.simulate, eventscaler.compare, eventscaler.convert\n"
+        "import eventscaler.optimum, eventscaler.daemon, eventscaler.engine\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
         "assert 'scipy' not in sys.modules, 'scipy imported'\n"
     )
