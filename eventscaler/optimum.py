@@ -176,13 +176,16 @@ class _Program:
         Averaged over step k: Y[k] <= X[k - j], j = 0..startup_steps. For the most ready in
         step k, every instant of step k - j lies within the start-up of every instant of step
         k when (j + 1) step <= startup: H[k] <= X[k - j], j = 1..startup_steps - 1. Before
-        t=0 the replicas paid for are the initial ones, which are ready."""
+        t=0 the replicas paid for are the initial ones, which are ready: in a step that ends
+        within the first start-up no others are ready at any instant, H[k] <= initial."""
         grid, initial = self.grid, self.bounds.initial_replicas
         for step in range(grid.steps):
             for lag in range(grid.startup_steps + 1):
                 self._at_most(self.y + step, step - lag, initial)
             for lag in range(1, grid.startup_steps):
                 self._at_most(self.h + step, step - lag, initial)
+            if step < grid.startup_steps:
+                self._at_most(self.h + step, -1, initial)
 
     def _at_most(self, column: int, step: int, initial: int) -> None:
         if step >= 0:
