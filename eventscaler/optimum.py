@@ -2,7 +2,7 @@
 
 For a load and the simulator's worker model (each ready replica processes `processing_rate`
 messages per second; a replica asked for at t works from t + `startup_seconds`; the backlog is a
-fluid), this module solves, as a linear program (SciPy's HiGHS, `linprog(method="highs")`):
+fluid), this module solves, as a linear program (SciPy's HiGHS, through `linprog`):
 
 - `optimum_at_cost`: the least waiting (backlog message-seconds) for a cost budget
   (replica-seconds), and
@@ -20,8 +20,10 @@ It is a LOWER BOUND, on purpose, so that "ours is within x of the optimum" can n
   replicas allow. Nothing is approximated upwards.
 
 So no controller, ours, the KEDA model or any future one, can beat the figure this module gives
-on the same load and worker model, and the gap to an achievable schedule is the discretization:
-small here (the tests check hand-solved cases). docs/simulate.md explains the method.
+on the same load and worker model. The gap to an achievable schedule is the discretization:
+exact on the bursts the tests solve by hand, within a few per cent of whole pods replaying its
+work, loosest on the start-up cost of work shorter than a step (up to one step of start-up per
+replica). docs/simulate.md explains the method and lists the caveats.
 
 SciPy is a tooling dependency (requirements-dev.txt): it is imported only to solve, so the daemon
 and `simulate` without `--compare` never need it, and the daemon's modules never import this one
@@ -75,7 +77,11 @@ class Bounds:
 
 @dataclass(frozen=True)
 class Optimum:
-    """One optimal schedule: its figures (lower bounds) and the replicas of each step."""
+    """One optimal schedule: its figures (lower bounds) and the replicas of each step.
+
+    The figure that was optimized is the bound; the other only meets its budget (a schedule at
+    the least waiting for a cost may spend less than the budget, or all of it, for the same
+    waiting)."""
 
     waiting: float  # backlog message-seconds
     cost: float  # replica-seconds
