@@ -213,6 +213,8 @@ def _run_scenario(
             marks = against_optimum(runs, rule, load, workers, initial)
         except OptimumError as exc:
             print(f"compare: {load.name}: the optimum: {exc}", file=sys.stderr)
+        seconds = sum(mark.solve_seconds for mark in marks.values())
+        print(f"compare: {load.name}: the optimum solved in {seconds:.1f}s", file=sys.stderr)
     return Result(load, rule, runs, marks)
 
 
