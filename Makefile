@@ -39,7 +39,7 @@ bench: $(VENV_STAMP) $(AZURITE) ## issue 6's benchmark, a few minutes; BENCH_ARG
 soak: $(VENV_STAMP) $(AZURITE) ## hundreds of rules on changing queues for a while; SOAK_ARGS="--minutes 30"
 	$(PY) -m bench.soak $(SOAK_ARGS)
 
-compare: $(VENV_STAMP) ## every scenario: ours vs the KEDA model vs the oracle; plots in build/compare
+compare: $(VENV_STAMP) ## every scenario: ours vs the KEDA model vs no-poll, against the optimum; plots in build/compare
 	$(PY) -m eventscaler.compare
 
 lint: $(VENV_STAMP) ## ruff, mypy and the import contracts (.importlinter)

@@ -172,7 +172,8 @@ def _add_simulate_parser(commands: Commands) -> None:
         help="replay a scenario or a trace through a rule, with simulated workers",
         description="Replay a load through the rule's real decision code on a simulated clock "
         "and print the figures (docs/simulate.md). --compare adds the KEDA model (built from "
-        "KEDA's documented semantics, not KEDA itself) and the oracle.",
+        "KEDA's documented semantics, not KEDA itself), no-poll (the rule's arithmetic without "
+        "polling delay) and the optimum (a lower bound; needs SciPy).",
     )
     simulate.add_argument("--config", required=True, help="rule file (YAML)")
     load = simulate.add_mutually_exclusive_group(required=True)
@@ -201,7 +202,9 @@ def _add_simulate_parser(commands: Commands) -> None:
     simulate.add_argument("--plot", metavar="OUT.png", help="draw backlog and replicas")
     simulate.add_argument("--csv", metavar="OUT.csv", help="write the timeline, one row a second")
     simulate.add_argument(
-        "--compare", action="store_true", help="also run the KEDA model and the oracle"
+        "--compare",
+        action="store_true",
+        help="also run the KEDA model and no-poll, and solve the optimum at ours' figures",
     )
 
 

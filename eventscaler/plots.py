@@ -10,13 +10,13 @@ from typing import Any
 from eventscaler.config import Rule
 from eventscaler.keda_model import MODEL_LABEL
 from eventscaler.scenarios import Load
-from eventscaler.simulate import Run, WorkerModel
+from eventscaler.simulate import NO_POLL_LABEL, Run, WorkerModel
 
-COLORS = {"ours": "#1f6fb4", MODEL_LABEL: "#d1495b", "oracle": "#8a8a8a"}
+COLORS = {"ours": "#1f6fb4", MODEL_LABEL: "#d1495b", NO_POLL_LABEL: "#8a8a8a"}
 CAPTION = f"{MODEL_LABEL}: built from KEDA's documented semantics, not KEDA itself"
 LEGEND = {
     MODEL_LABEL: f"{MODEL_LABEL} (from documented semantics, not KEDA itself)",
-    "oracle": "oracle (ideal: no polling, no cooldown)",
+    NO_POLL_LABEL: "no-poll (the rule's arithmetic without polling delay or cooldown)",
 }
 
 
@@ -64,8 +64,8 @@ def plot_runs(
 def _draw(run: Run, top: Any, bottom: Any) -> None:
     """One run: its backlog on the top axes, its replicas on the bottom ones."""
     color = COLORS.get(run.label)
-    width = 1.2 if run.label == "oracle" else 2.0
-    style = ":" if run.label == "oracle" else "-"
+    width = 1.2 if run.label == NO_POLL_LABEL else 2.0
+    style = ":" if run.label == NO_POLL_LABEL else "-"
     times = [s.time for s in run.samples]
     label = LEGEND.get(run.label, run.label)
     top.plot(times, [s.backlog for s in run.samples], style, color=color, lw=width, label=label)

@@ -46,6 +46,9 @@ class Load:
     duration: float  # seconds simulated
     reading_noise: float = 0.0  # relative standard deviation of each queue-length reading
     seed: int = 0  # for the reading noise
+    # The maxReplicas the story needs (batch-dump: 100); `make compare` gives it to its built-in
+    # rule, whose maxReplicas is 20. A rule file's own bounds are never changed.
+    max_replicas: int | None = None
 
     @property
     def total_messages(self) -> int:
@@ -175,6 +178,37 @@ def steady_noisy() -> Load:
     )
 
 
+def monday_morning() -> Load:
+    """A weekend trickle, then the office arrives: the rate climbs steadily for 20 minutes."""
+    trickle, plateau = 0.2, 15.0
+    opens, busy, closes = 600, 1800, 3600  # 08:00, 08:20 and 08:50 from 07:50
+
+    def rate(t: float) -> float:
+        if t < opens:
+            return trickle
+        return trickle + (plateau - trickle) * min((t - opens) / (busy - opens), 1.0)
+
+    return Load(
+        "monday-morning",
+        "Monday 07:50-08:50: the weekend's trickle (0.2 msg/s), from 08:00 a 20-minute climb to "
+        "15 msg/s as people start work, which holds (Poisson); nothing after 08:50",
+        _normalize(_per_second(rate, 0, closes, seed=1)),
+        duration=closes + 600.0,
+    )
+
+
+def batch_dump() -> Load:
+    """A nightly batch job enqueues 50,000 messages at once into a worker allowed 100 replicas."""
+    return Load(
+        "batch-dump",
+        "a batch job enqueues 50,000 messages at once at t=1s; the workers may scale to 100 "
+        "replicas",
+        ((1.0, 50_000),),
+        duration=1500.0,
+        max_replicas=100,
+    )
+
+
 # The rule `make compare` runs every scenario through unless given one: the seed's story, a worker
 # draining a queue at 5 messages per replica, 0..20 replicas, KEDA's default clocks.
 DEFAULT_RULE_TEXT = """
@@ -197,6 +231,8 @@ SCENARIOS: dict[str, Callable[[], Load]] = {
     "diurnal": diurnal,
     "bursty": bursty,
     "steady-noisy": steady_noisy,
+    "monday-morning": monday_morning,
+    "batch-dump": batch_dump,
 }
 
 

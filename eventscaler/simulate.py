@@ -2,7 +2,8 @@
 
 Ours is the daemon's own `policy.decide`, called the way the engine calls it (state kept between
 ticks, `record_scale` after each write, which always succeeds here); nothing of the policy is
-copied. The same load can also run under the KEDA model (`keda_model.py`) and under an oracle.
+copied. The same load can also run under the KEDA model (`keda_model.py`), under `no-poll` (the
+rule's arithmetic without polling delay) and against the optimum (`optimum.py`).
 
 The worker model (docs/simulate.md explains it with pictures):
 - The backlog is a fluid: every message not yet processed (waiting and in flight).
@@ -16,11 +17,14 @@ The worker model (docs/simulate.md explains it with pictures):
   one that counts only waiting messages leaves out one in-flight message per ready replica. A
   load with reading noise multiplies each reading by (1 + e), e drawn from N(0, noise) and the
   same for every reader at the same instant. Every trigger of the rule reads the same backlog.
-- The oracle asks, at every instant and without polling, for exactly what the rule's arithmetic
+- `no-poll` asks, at every instant and without polling, for exactly what the rule's arithmetic
   asks for the true backlog: ceil(backlog / target) clamped to [minReplicas, maxReplicas], 0
   when the backlog is empty (no cooldown, no window, no activation threshold). Its replicas still
-  take `startup_seconds`. It bounds the reaction time and the cost of any poll-based policy with
-  this target; it is not a bound on the backlog (keeping replicas longer drains faster).
+  take `startup_seconds`. It shows what polling and the windows cost; it bounds nothing (keeping
+  replicas longer drains faster, so ours can wait less). The bound is `optimum.py`.
+- The wait of a message is FIFO on the fluid: message m (of the cumulative arrivals) is taken
+  when the cumulative processed work reaches m, so its wait is the horizontal distance between
+  the two curves, and its integral over the messages is the backlog message-seconds.
 
 Within each interval between events the figures are integrated exactly, so small cases can be
 checked by hand.
@@ -33,7 +37,7 @@ import csv
 import math
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -41,6 +45,7 @@ from typing import Protocol
 from eventscaler import sources
 from eventscaler.config import Rule, describe_rule, load_rules
 from eventscaler.keda_model import MODEL_LABEL, KedaModel, settings_from_rule
+from eventscaler.optimum import Bounds, OptimumError, Yardstick, yardstick
 from eventscaler.policy import Reading, RuleState, decide, initial_state
 from eventscaler.scenarios import Load, TraceError, load_trace, scenario
 from eventscaler.sources.base import SourceError
@@ -48,6 +53,7 @@ from eventscaler.sources.base import SourceError
 DEFAULT_PROCESSING_RATE = 1.0  # messages per second per ready replica
 DEFAULT_STARTUP_SECONDS = 10.0  # from "replica created" to "replica processing"
 SAMPLE_INTERVAL = 1.0  # seconds between two rows of the timeline (CSV, plots)
+NO_POLL_LABEL = "no-poll"  # the rule's arithmetic without polling delay
 _EPS = 1e-9
 
 EXIT_OK = 0
@@ -64,7 +70,7 @@ class WorkerModel:
 class BacklogView:
     """What a controller can know at one instant."""
 
-    backlog: float  # the truth: messages not yet processed (only the oracle uses it)
+    backlog: float  # the truth: messages not yet processed (only no-poll uses it)
     ready: int
     values: tuple[float, ...]  # what each trigger of the rule reads
 
@@ -134,10 +140,11 @@ class KedaController:
         return (actions[-1].target if actions else current), reasons
 
 
-class Oracle:
-    """The rule's arithmetic on the true backlog at every instant (see the module docstring)."""
+class NoPoll:
+    """The rule's arithmetic on the true backlog at every instant, without polling delay (see the
+    module docstring): a reference for what polling costs, not an optimum."""
 
-    label = "oracle"
+    label = NO_POLL_LABEL
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
@@ -159,7 +166,7 @@ class Oracle:
 
     def tick(self, now: float, view: BacklogView, current: int) -> tuple[int, str]:
         need = self.needed(view.backlog)
-        return need, f"oracle: backlog {view.backlog:.6g} needs {need}"
+        return need, f"no-poll: backlog {view.backlog:.6g} needs {need}"
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,10 @@ class Summary:
     time_to_zero: float | None  # load over (last arrival processed) -> 0 replicas
     scale_writes: int
     backlog_at_end: float
+    # Per message, FIFO: the median and 95th percentile of the time from its arrival to the
+    # instant a worker takes it; None when that message is still waiting at the end.
+    wait_p50: float | None = None
+    wait_p95: float | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +301,7 @@ class _Replay:
         self.load_end: float | None = None
         self.zero_at: float | None = None
         self.waiting = False
+        self.processed: list[tuple[float, float]] = [(0.0, 0.0)]  # the cumulative work curve
 
     def arrive(self) -> None:
         arrivals = self.arrivals
@@ -354,8 +366,19 @@ class _Replay:
         span, world = following - self.t, self.world
         drain = world.ready(self.t) * self.workers.processing_rate
         self.replica_area += len(world.pods) * span
+        before = world.backlog
         self.backlog_area += world.drain(span, drain)
+        self._record_work(before - world.backlog, drain)
         self.t = following
+
+    def _record_work(self, done: float, drain: float) -> None:
+        """Extend the cumulative work curve: `done` messages from now, at `drain` per second."""
+        if done <= 0:
+            return
+        start, total = self.processed[-1]
+        if start < self.t - _EPS:
+            self.processed.append((self.t, total))
+        self.processed.append((self.t + done / drain, total + done))
 
     def result(self) -> Run:
         first, enough = self.first_message, self.enough_at
@@ -369,8 +392,78 @@ class _Replay:
             time_to_zero=None if zero is None or end is None else zero - end,
             scale_writes=len(self.writes),
             backlog_at_end=self.world.backlog,
+            **self._wait_percentiles(),
         )
         return Run(self.controller.label, summary, tuple(self.samples), tuple(self.writes))
+
+    def _wait_percentiles(self) -> dict[str, float | None]:
+        arrived = self.arrivals[: self.next_arrival]
+        p50, p95 = wait_percentiles(arrived, self.processed, (0.50, 0.95))
+        return {"wait_p50": p50, "wait_p95": p95}
+
+
+def wait_percentiles(
+    arrivals: Sequence[tuple[float, int]],
+    processed: Sequence[tuple[float, float]],
+    quantiles: Sequence[float],
+) -> list[float | None]:
+    """The quantiles of the per-message wait, FIFO, exactly.
+
+    `arrivals` are the batches (time, messages) in time order; `processed` the cumulative work
+    curve (time, messages processed), piecewise linear and non-decreasing. Message m arrives
+    with its batch and is taken when the work reaches m: its wait is the horizontal distance
+    between the two curves. It is linear in m within a batch and a segment of the work curve, so
+    the distribution is a sum of uniform pieces and its quantiles are found by one sweep.
+    A quantile that falls among the messages still waiting is None.
+    """
+    total = sum(count for _, count in arrivals)
+    pieces = list(_wait_pieces(arrivals, processed))
+    return [_quantile(pieces, q * total) if total else None for q in quantiles]
+
+
+def _wait_pieces(
+    arrivals: Sequence[tuple[float, int]], processed: Sequence[tuple[float, float]]
+) -> Iterator[tuple[float, float, float]]:
+    """(wait of the first message, wait of the last, how many) of each piece where both the
+    arrival time and the work curve's slope are constant."""
+    segments = [(a, b) for a, b in zip(processed, processed[1:], strict=False) if b[1] > a[1]]
+    batch, segment, done, arrived = 0, 0, 0.0, 0.0
+    while batch < len(arrivals) and segment < len(segments):
+        when, count = arrivals[batch]
+        (t0, m0), (t1, m1) = segments[segment]
+        upto = min(arrived + count, m1)
+        if upto > done + _EPS:
+            start = t0 + (done - m0) * (t1 - t0) / (m1 - m0)
+            end = t0 + (upto - m0) * (t1 - t0) / (m1 - m0)
+            yield start - when, end - when, upto - done
+        done = max(done, upto)
+        if upto >= arrived + count - _EPS:
+            batch, arrived = batch + 1, arrived + count
+        if upto >= m1 - _EPS:
+            segment += 1
+
+
+def _quantile(pieces: Sequence[tuple[float, float, float]], target: float) -> float | None:
+    """The least wait w such that at least `target` messages waited w or less."""
+    jumps: dict[float, float] = {}
+    slopes: dict[float, float] = {}
+    for low, high, count in pieces:
+        if high - low <= _EPS:
+            jumps[low] = jumps.get(low, 0.0) + count
+        else:
+            slopes[low] = slopes.get(low, 0.0) + count / (high - low)
+            slopes[high] = slopes.get(high, 0.0) - count / (high - low)
+    below, slope, previous = 0.0, 0.0, 0.0
+    for point in sorted(set(jumps) | set(slopes)):
+        reached = below + slope * (point - previous)
+        if reached >= target - _EPS * max(target, 1.0) and slope > 0:
+            return max(previous + (target - below) / slope, previous)
+        below = reached + jumps.get(point, 0.0)
+        if below >= target - _EPS * max(target, 1.0):
+            return point
+        slope += slopes.get(point, 0.0)
+        previous = point
+    return None
 
 
 def count_direction_changes(writes: Sequence[ScaleWrite]) -> int:
@@ -385,8 +478,8 @@ def compare_runs(
     initial_replicas: int = 0,
     duration: float | None = None,
 ) -> list[Run]:
-    """The same load under ours, the KEDA model and the oracle, in that order."""
-    controllers: list[Controller] = [PolicyController(rule), KedaController(rule), Oracle(rule)]
+    """The same load under ours, the KEDA model and no-poll, in that order."""
+    controllers: list[Controller] = [PolicyController(rule), KedaController(rule), NoPoll(rule)]
     return [simulate(c, rule, load, workers, initial_replicas, duration) for c in controllers]
 
 
@@ -408,6 +501,8 @@ FIGURES: tuple[tuple[str, str, Callable[[Summary], str]], ...] = (
     ("peak backlog", "peak backlog (messages)", lambda s: _number(s.peak_backlog)),
     ("backlog msg*s", "backlog message-seconds (the waiting)",
      lambda s: _number(s.backlog_message_seconds)),
+    ("wait p50", "a message's wait, median (p50)", lambda s: _seconds(s.wait_p50)),
+    ("wait p95", "a message's wait, 95th percentile (p95)", lambda s: _seconds(s.wait_p95)),
     ("replica*s", "replica-seconds (the cost)", lambda s: _number(s.replica_seconds)),
     ("dir changes", "direction changes (flapping)", lambda s: str(s.direction_changes)),
     ("to zero", "time to zero after the load", lambda s: _seconds(s.time_to_zero)),
@@ -445,19 +540,82 @@ def format_writes(run: Run, limit: int = 12) -> str:
 
 
 def describe_setup(rule: Rule, load: Load, workers: WorkerModel, duration: float) -> str:
-    return "\n".join(
-        (
-            f"rule {describe_rule(rule)}",
-            f"load {load.name}: {load.description}; {load.total_messages:,} messages in all",
-            f"workers: {workers.processing_rate:g} message/s per ready replica, ready "
-            f"{workers.startup_seconds:g}s after it is created; {duration:g}s simulated",
+    lines = [
+        f"rule {describe_rule(rule)}",
+        f"load {load.name}: {load.description}; {load.total_messages:,} messages in all",
+        f"workers: {workers.processing_rate:g} message/s per ready replica, ready "
+        f"{workers.startup_seconds:g}s after it is created; {duration:g}s simulated",
+    ]
+    if load.max_replicas is not None and load.max_replicas != rule.max_replicas:
+        lines.append(
+            f"note: {load.name} is a story of maxReplicas {load.max_replicas}; the rule's own "
+            f"{rule.max_replicas} is simulated"
         )
-    )
+    return "\n".join(lines)
+
+
+# The controllers measured against the optimum (no-poll is a reference for polling, not a policy).
+MEASURED = ("ours", MODEL_LABEL)
+OPTIMUM_NOTE = (
+    "the optimum: the best of any schedule that knows the load in advance (a lower bound)"
+)
+
+
+def against_optimum(
+    runs: Sequence[Run],
+    rule: Rule,
+    load: Load,
+    workers: WorkerModel,
+    initial_replicas: int,
+    duration: float | None = None,
+) -> dict[str, Yardstick]:
+    """Each measured run beside the optimum, by label. Needs SciPy (ImportError otherwise)."""
+    bounds = Bounds(rule.min_replicas, rule.max_replicas, initial_replicas)
+    return {
+        run.label: yardstick(
+            load,
+            bounds,
+            workers,
+            run.summary.backlog_message_seconds,
+            run.summary.replica_seconds,
+            duration,
+        )
+        for run in runs
+        if run.label in MEASURED
+    }
+
+
+def ratio(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.2f}x"
+
+
+YARDSTICK_FIGURES: tuple[tuple[str, Callable[[Yardstick], str]], ...] = (
+    ("the optimum's waiting at the same cost", lambda m: _number(m.optimum_waiting)),
+    ("  waiting / the optimum's (1.00x is the best)", lambda m: ratio(m.waiting_ratio)),
+    ("the optimum's cost at the same waiting", lambda m: _number(m.optimum_cost)),
+    ("  cost / the optimum's", lambda m: ratio(m.cost_ratio)),
+)
+
+
+def format_yardsticks(marks: dict[str, Yardstick]) -> str:
+    """One column per measured run, one line per figure of the optimum beside it."""
+    width = max(len(long) for long, _ in YARDSTICK_FIGURES) + 2
+    columns = [max(len(label), 10) + 2 for label in marks]
+    lines = [
+        OPTIMUM_NOTE + ":",
+        " " * width + "".join(label.rjust(c) for label, c in zip(marks, columns, strict=True)),
+    ]
+    for long, show in YARDSTICK_FIGURES:
+        cells = "".join(show(m).rjust(c) for m, c in zip(marks.values(), columns, strict=True))
+        lines.append(long.ljust(width) + cells)
+    seconds = sum(mark.solve_seconds for mark in marks.values())
+    lines.append(f"(solved by SciPy's HiGHS in {seconds:.1f}s of CPU)")
+    return "\n".join(lines)
 
 
 def write_csv(runs: Sequence[Run], path: str | Path) -> None:
     """One row per second: time, then backlog, replicas and ready of each run."""
-    names = [run.label.lower().replace(" ", "_") for run in runs]
+    names = [run.label.lower().replace(" ", "_").replace("-", "_") for run in runs]
     with open(path, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         header = ["time"]
@@ -516,7 +674,8 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     except SourceError as exc:  # a trigger the fluid queue cannot give a value (cron)
         return fail(f"rule {rule.name}: {exc}")
 
-    _print_runs(runs, describe_setup(rule, load, workers, duration), args.compare)
+    optimum = _optimum_text(runs, rule, load, workers, initial, duration) if args.compare else None
+    _print_runs(runs, describe_setup(rule, load, workers, duration), optimum)
     if args.csv:
         write_csv(runs, args.csv)
         print(f"\ntimeline written to {args.csv}")
@@ -531,12 +690,32 @@ def run_simulate_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_runs(runs: Sequence[Run], setup: str, compared: bool) -> None:
+def _optimum_text(
+    runs: Sequence[Run],
+    rule: Rule,
+    load: Load,
+    workers: WorkerModel,
+    initial_replicas: int,
+    duration: float,
+) -> str:
+    try:
+        return format_yardsticks(
+            against_optimum(runs, rule, load, workers, initial_replicas, duration)
+        )
+    except ImportError as exc:  # SciPy is a tooling dependency, like matplotlib
+        return f"the optimum needs SciPy ({exc}): pip install -r requirements-dev.txt"
+    except OptimumError as exc:
+        return f"the optimum: {exc}"
+
+
+def _print_runs(runs: Sequence[Run], setup: str, optimum: str | None) -> None:
     print(setup)
     print()
     print(format_summary(runs))
-    if compared:
+    if optimum is not None:
         print(f"\n{MODEL_LABEL}: a model built from KEDA's documented semantics, not KEDA itself;")
-        print("oracle: the rule's arithmetic on the true backlog, no polling (docs/simulate.md).")
+        print(f"{NO_POLL_LABEL}: the rule's arithmetic on the true backlog without polling delay.")
+        print()
+        print(optimum)
     print()
     print(format_writes(runs[0]))

@@ -4,7 +4,8 @@ Scenarios covered:
 - the accounting on a small case computed by hand: 20 messages, 4 replicas ready after 5 s, every
   figure exact (time to enough, peak, backlog message-seconds, replica-seconds, direction
   changes, time to zero, the writes)
-- the oracle's figures exact, on that case and on the flood (its staircase down is summed by hand)
+- no-poll's figures exact, on that case and on the flood (its staircase down is summed by hand)
+- the per-message wait (p50, p95, FIFO on the fluid) exact on cases computed by hand
 - ours on the flood: 0 -> 20 at the first poll after the messages, 20 -> 0 once the cooldown
   after the last active poll has passed; figures exact
 - the daemon's own decide() is what runs: called at every pollingInterval on the simulated
@@ -15,12 +16,15 @@ Scenarios covered:
 - the built-in scenarios are deterministic and well formed; trace files: header, comments,
   unsorted and repeated times, and errors naming the file and the line
 - `autoscaler.py simulate`: summary, --compare, --csv, --trace, --plot, and its usage errors
-- `python -m eventscaler.compare`: the table (every scenario x ours / KEDA model / oracle), the
-  KEDA model labelled as a model, a PNG per scenario; matplotlib never imported by the daemon
+- `python -m eventscaler.compare`: the table (every scenario x ours / KEDA model / no-poll), the
+  KEDA model labelled as a model, the table against the optimum (flood and batch-dump, whose
+  bounds are the scenario's), a PNG per scenario; matplotlib and SciPy never imported by the
+  daemon
 """
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +53,7 @@ from eventscaler.scenarios import (
 from eventscaler.simulate import (
     BacklogView,
     KedaController,
-    Oracle,
+    NoPoll,
     PolicyController,
     ScaleWrite,
     WorkerModel,
@@ -104,10 +108,10 @@ def test_small_case_ours_by_hand() -> None:
     assert s.backlog_at_end == 0.0
 
 
-def test_small_case_oracle_exact() -> None:
+def test_small_case_no_poll_exact() -> None:
     # 4 ready at t=5 drain 4/s; at 15 left (t=6.25) it needs 3, at 10 (t=6.25+5/3) 2, at 5
     # (t=+2.5) 1, at 0 (t=+5) none: each step drains 5 messages.
-    run = simulate(Oracle(make_rule()), make_rule(), SMALL, SMALL_WORKERS)
+    run = simulate(NoPoll(make_rule()), make_rule(), SMALL, SMALL_WORKERS)
     t1, t2, t3, t4 = 6.25, 6.25 + 5 / 3, 6.25 + 5 / 3 + 2.5, 6.25 + 5 / 3 + 2.5 + 5
     assert [(pytest.approx(t), a, b) for t, a, b in writes_of(run)] == [
         (0.0, 0, 4),
@@ -129,6 +133,39 @@ def test_small_case_oracle_exact() -> None:
     assert s.peak_backlog == 20.0
 
 
+def test_small_case_wait_percentiles_by_hand() -> None:
+    # FIFO on the fluid: message m (of 20, all at t=0) is taken when 4/s from t=5 reach it, at
+    # 5 + m / 4: the waits are spread evenly over [5, 10]. p50 = 7.5, p95 = 5 + 0.95 x 5.
+    # Their mean is the message-seconds per message: 150 / 20.
+    s = simulate(PolicyController(make_rule()), make_rule(), SMALL, SMALL_WORKERS).summary
+    assert s.wait_p50 == pytest.approx(7.5) and s.wait_p95 == pytest.approx(9.75)
+
+
+def test_wait_percentiles_of_two_batches_that_overlap() -> None:
+    # One replica always ready at 2.5 msg/s; 10 messages at t=0, 10 at t=2. The first batch is
+    # taken over [0, 4] (waits spread over [0, 4]), the second over [4, 8] (waits over [2, 6]).
+    # Half of all waits are <= w where w/4 + (w - 2)/4 = 1: w = 3. 95 %: 10 + 10 (w - 2)/4 = 19,
+    # w = 5.6. A FIFO wait is not the wait of message 0.95 N (that one waited 5.8 s).
+    rule = make_rule(min_replicas=1, max_replicas=1)
+    load = Load("two", "10 at t=0 and at t=2", ((0.0, 10), (2.0, 10)), duration=60.0)
+    run = simulate(PolicyController(rule), rule, load, WorkerModel(2.5, 5.0), initial_replicas=1)
+    assert run.writes == ()
+    assert (run.summary.wait_p50, run.summary.wait_p95) == (pytest.approx(3.0), pytest.approx(5.6))
+    assert run.summary.backlog_message_seconds == pytest.approx(20 * (2 + 4) / 2)  # mean 3 s
+    assert sim.wait_percentiles(load.arrivals, [(0.0, 0.0), (8.0, 20.0)], (0.5,)) == [3.0]
+
+
+def test_wait_percentiles_of_messages_still_waiting_are_unknown() -> None:
+    # Only 10 of 20 are taken: the median is the last taken (4 s), the 95th never comes.
+    arrivals = ((0.0, 10), (2.0, 10))
+    assert sim.wait_percentiles(arrivals, [(0.0, 0.0), (4.0, 10.0)], (0.5, 0.95)) == [4.0, None]
+    assert sim.wait_percentiles((), [(0.0, 0.0)], (0.5,)) == [None]
+    rule = make_rule(max_replicas=1)
+    load = Load("x", "too much", ((0.0, 1000),), duration=50.0)
+    summary = simulate(PolicyController(rule), rule, load, SMALL_WORKERS).summary
+    assert summary.wait_p50 is None and summary.wait_p95 is None
+
+
 FLOOD_RULE = compare.DEFAULT_RULE  # 0..20, target 5, poll 30 s, cooldown 300 s
 
 
@@ -144,12 +181,14 @@ def test_flood_ours_exact() -> None:
     assert s.replica_seconds == pytest.approx(20 * 330)
     assert s.time_to_zero == pytest.approx(360 - 90)
     assert s.direction_changes == 1
+    # Waits spread over [39, 89]: the flood's messages are taken at 20/s from t=40.
+    assert (s.wait_p50, s.wait_p95) == (pytest.approx(64.0), pytest.approx(39 + 0.95 * 50))
 
 
-def test_flood_oracle_exact() -> None:
+def test_flood_no_poll_exact() -> None:
     # 20 replicas at t=1, ready at 11; 20/s until 95 are left (t=56.25); then k = 19..1 replicas
     # each drain 5 messages in 5/k s; 0 when the queue is empty.
-    run = simulate(Oracle(FLOOD_RULE), FLOOD_RULE, scenario("flood"))
+    run = simulate(NoPoll(FLOOD_RULE), FLOOD_RULE, scenario("flood"))
     s = run.summary
     staircase = sum((5 * k - 2.5) * 5 / k for k in range(1, 20))  # = 475 - 12.5 x H(19)
     assert staircase == pytest.approx(475 - 12.5 * sum(1 / k for k in range(1, 20)))
@@ -161,7 +200,7 @@ def test_flood_oracle_exact() -> None:
     assert s.time_to_zero == 0.0
     assert s.peak_backlog == 1000
     assert s.scale_writes == 1 + 19 + 1
-    assert run.writes[0] == ScaleWrite(1.0, 0, 20, "oracle: backlog 1000 needs 20")
+    assert run.writes[0] == ScaleWrite(1.0, 0, 20, "no-poll: backlog 1000 needs 20")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,13 +286,13 @@ def test_direction_changes_count_reversals_only() -> None:
     assert count_direction_changes([w(0, 5), w(5, 2), w(2, 4), w(4, 0)]) == 3
 
 
-def test_keda_controller_and_oracle_are_labelled() -> None:
+def test_keda_controller_and_no_poll_are_labelled() -> None:
     rule = make_rule()
     assert KedaController(rule).label == "KEDA model"
-    assert Oracle(rule).label == "oracle"
-    oracle = Oracle(make_rule(min_replicas=1))
-    assert oracle.needed(0.0) == 1 and oracle.needed(5.0) == 1 and oracle.needed(5.01) == 2
-    assert oracle.tick(0.0, BacklogView(1000.0, 0, (1000,)), 0)[0] == 10  # clamped to max
+    assert NoPoll(rule).label == "no-poll"
+    no_poll = NoPoll(make_rule(min_replicas=1))
+    assert no_poll.needed(0.0) == 1 and no_poll.needed(5.0) == 1 and no_poll.needed(5.01) == 2
+    assert no_poll.tick(0.0, BacklogView(1000.0, 0, (1000,)), 0)[0] == 10  # clamped to max
 
 
 def test_a_load_that_is_never_drained_reports_never() -> None:
@@ -352,10 +391,12 @@ def test_simulate_command_prints_the_summary(
         "replica-seconds (the cost)                         6,600",
         "direction changes (flapping)                           1",
         "time to zero after the load                       270.0s",
+        "a message's wait, median (p50)                     64.0s",
+        "a message's wait, 95th percentile (p95)            86.5s",
     ):
         assert line in out
     assert "t=   30.0s   0 -> 20  activated from zero" in out
-    assert "KEDA model" not in out
+    assert "KEDA model" not in out and "optimum" not in out
 
 
 def test_simulate_compare_csv_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -365,11 +406,17 @@ def test_simulate_compare_csv_and_plot(tmp_path: Path, capsys: pytest.CaptureFix
     argv += ["--csv", str(csv_path), "--plot", str(png), "--startup-seconds", "5"]
     assert autoscaler.main(argv) == 0
     out = capsys.readouterr().out
-    assert "ours  KEDA model      oracle" in out
+    assert "ours  KEDA model     no-poll" in out
     assert "a model built from KEDA's documented semantics, not KEDA itself" in out
+    # Ready 5 s after the write: ours at t=35 (poll at 30), drains 20/s until 85:
+    # 1,000 x 34 + 1,000 x 50 / 2 = 59,000. Knowing the flood, 20 replicas asked at t=0 are
+    # ready at 5: 1,000 x 4 + 25,000 = 29,000 at 1,100 replica-seconds, well within ours' 6,600.
+    assert "backlog message-seconds (the waiting)             59,000" in out
+    assert "the optimum's waiting at the same cost               29,000" in out
+    assert "  waiting / the optimum's (1.00x is the best)         2.03x" in out
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("time,ours_backlog,ours_replicas,ours_ready,keda_model_backlog")
-    assert rows[0].endswith("oracle_backlog,oracle_replicas,oracle_ready")
+    assert rows[0].endswith("no_poll_backlog,no_poll_replicas,no_poll_ready")
     assert len(rows) == 1 + 901  # t = 0..900, one a second
     assert rows[2].split(",")[:4] == ["1", "1000.000", "0", "0"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -420,25 +467,50 @@ def test_simulate_needs_a_scenario_or_a_trace(tmp_path: Path) -> None:
 def test_compare_table_has_every_scenario_and_controller(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert compare.main(["--out", str(tmp_path), "--no-plots"]) == 0
+    assert compare.main(["--out", str(tmp_path), "--no-plots", "--no-optimum"]) == 0
     out = capsys.readouterr().out
     assert "KEDA model: built from KEDA's documented semantics, not KEDA itself" in out
+    assert "batch-dump: maxReplicas 100, the scenario's story" in out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("scenario"))
+    assert "backlog msg*s  wait p50  wait p95  replica*s" in lines[header]
     rows = [line for line in lines[header + 1 :] if line.strip()]
     assert len(rows) == 3 * len(SCENARIOS)
     assert [row.split()[0] for row in rows[::3]] == list(SCENARIOS)
     for triple in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
-        assert " ours " in triple[0] and "KEDA model" in triple[1] and "oracle" in triple[2]
+        assert " ours " in triple[0] and "KEDA model" in triple[1] and "no-poll" in triple[2]
+    assert "against the optimum" not in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_against_the_optimum(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--scenario", "flood", "--scenario", "batch-dump", "--no-plots"]
+    assert compare.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = out.split("against the optimum")[1].splitlines()
+    # flood: knowing it, 20 replicas asked at t=0 are ready at 10 and drain it by 60:
+    # 1,000 x 9 + 1,000 x 50 / 2 = 34,000 message-seconds for 1,200 replica-seconds. At ours'
+    # waiting (64,000), n replicas from t=0 wait 9,000 + 10^6 / (2n): n = 9.09, and cost
+    # n x 10 s of start-up + 1,000 s of work = 1,091.
+    flood = next(row for row in rows if row.startswith("flood"))
+    assert flood.split()[2:] == ["64,000", "6,600", "34,000", "1.88x", "1,091", "6.05x"]
+    # batch-dump, at the scenario's 100 replicas: ours has 100 ready at 40 (poll at 30), which
+    # drain 100/s for 500 s: 50,000 x 39 + 50,000 x 250 = 14,450,000. The optimum's are ready at
+    # 10: 50,000 x 9 + 12,500,000 = 12,950,000.
+    batch = next(row for row in rows if row.startswith("batch-dump"))
+    assert batch.split()[2:5] == ["14,450,000", "78,000", "12,950,000"]
+    assert batch.split()[5] == "1.12x"
+    assert "8 linear programs solved by SciPy's HiGHS in" in out
 
 
 def test_compare_markdown_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--scenario", "flood", "--out", str(tmp_path / "plots"), "--markdown"]
     assert compare.main(argv) == 0
     out = capsys.readouterr().out
-    assert "| flood | ours | 39.0s | 1,000 | 64,000 | 6,600 | 1 | 270.0s | 2 |" in out
+    row = "| flood | ours | 39.0s | 1,000 | 64,000 | 64.0s | 86.5s | 6,600 | 1 | 270.0s | 2 |"
+    assert row in out
     assert "| flood | KEDA model | 84.0s |" in out
+    assert "| flood | ours | 64,000 | 6,600 | 34,000 | 1.88x | 1,091 | 6.05x |" in out
     png = tmp_path / "plots" / "flood.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size < 150_000
@@ -455,10 +527,35 @@ def test_compare_with_a_rule_file_and_a_polling_override(
     assert compare.main(["--config", str(rules), "--rule", "x", "--no-plots"]) == 2
 
 
-def test_the_daemon_and_the_simulator_never_import_matplotlib() -> None:
+def test_simulate_and_compare_without_scipy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A machine with the runtime requirements only: everything but the optimum still works.
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # `import` now fails
+    rules = write_rules(tmp_path / "rules.yaml", HELLO)
+    argv = ["simulate", "--config", str(rules), "--scenario", "flood", "--compare"]
+    assert autoscaler.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "backlog message-seconds (the waiting)             64,000      95,065" in out
+    assert "the optimum needs SciPy" in out and "pip install -r requirements-dev.txt" in out
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a)
+    )
+    assert compare.main(["--scenario", "flood", "--no-plots"]) == 2
+    captured = capsys.readouterr()
+    assert "| flood |" not in captured.out and "ours " in captured.out
+    assert "against the optimum" not in captured.out
+    assert "compare: the optimum needs SciPy" in captured.err
+    assert compare.main(["--scenario", "flood", "--no-plots", "--no-optimum"]) == 0
+
+
+def test_the_daemon_and_the_simulator_never_import_matplotlib_or_scipy() -> None:
     code = (
         "import sys, autoscaler, eventscaler.simulate, eventscaler.compare, eventscaler.convert\n"
+        "import eventscaler.optimum, eventscaler.daemon, eventscaler.engine\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
+        "assert 'scipy' not in sys.modules, 'scipy imported'\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
