@@ -31,6 +31,7 @@ SOURCE_MODULES = {
     "metrics-api": "eventscaler.sources.metrics_api",
     "beanstalkd": "eventscaler.sources.beanstalkd",
     "rabbitmq": "eventscaler.sources.rabbitmq",
+    "prometheus": "eventscaler.sources.prometheus",
 }
 
 _types: dict[str, SourceType] = {}
