@@ -91,33 +91,9 @@ def beanstalkd_rows(stack: contextlib.ExitStack) -> Iterator[Row]:
     )
 
 
-def prometheus_rows(stack: contextlib.ExitStack) -> Iterator[Row]:
-    import requests
-
-    from eventscaler.sources.prometheus import PrometheusSource, prometheus_trigger
-    from tests.support.servers.prometheus import PrometheusServer
-
-    server = stack.enter_context(PrometheusServer())
-    server.metrics.set("bench_backlog", 10, queue="q")
-    server.wait_for_value('sum(bench_backlog{queue="q"})', 10)
-    source = PrometheusSource()
-    stack.callback(source.close)
-    query = 'sum(bench_backlog{queue="q"})'
-    trigger = prometheus_trigger(server.url, query, 5.0)
-    session = stack.enter_context(requests.Session())
-    url = f"{server.url}/api/v1/query"
-    yield Row(
-        "prometheus",
-        lambda: source.read(trigger),
-        lambda: session.get(url, params={"query": query}, timeout=5).json(),
-        "requests GET /api/v1/query + json()",
-    )
-
-
 SOURCES: dict[str, Callable[[contextlib.ExitStack], Iterator[Row]]] = {
     "rabbitmq": rabbitmq_rows,
     "beanstalkd": beanstalkd_rows,
-    "prometheus": prometheus_rows,
 }
 
 
