@@ -391,11 +391,11 @@ def test_https_needs_a_trusted_certificate_or_unsafe_ssl(tmp_path: Path) -> None
 def test_one_session_reused_and_closed(server: MetricsApiServer) -> None:
     reader = MetricsApiSource({}, timeout_seconds=1.0)
     read(server, "items.#", source=reader)
-    session = reader._session
+    session = reader._sessions._session
     read(server, "items.#", source=reader)
-    assert reader._session is session is not None
+    assert reader._sessions._session is session is not None
     reader.close()
-    assert reader._session is None
+    assert reader._sessions._session is None
 
 
 def test_quantities() -> None:

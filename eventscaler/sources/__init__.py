@@ -37,6 +37,7 @@ SOURCE_MODULES = {
     "rabbitmq": "eventscaler.sources.rabbitmq",
     "postgresql": "eventscaler.sources.postgresql",
     "mysql": "eventscaler.sources.mysql",
+    "prometheus": "eventscaler.sources.prometheus",
 }
 
 _types: dict[str, SourceType] = {}

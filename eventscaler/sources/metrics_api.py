@@ -19,25 +19,18 @@ scheme://host/path, never its user, password or query.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
-import os
 import re
-import threading
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import gjson
 import requests
-import urllib3
 import yaml
-from requests.adapters import HTTPAdapter
 
 from eventscaler import retry
 from eventscaler.fields import (
@@ -45,15 +38,21 @@ from eventscaler.fields import (
     choices,
     parse_bool,
     parse_choice,
-    parse_duration,
     parse_env_name,
     parse_str,
     parse_text,
     show,
 )
-from eventscaler.redact import first_line, redact, register_secret
-from eventscaler.sources import base
+from eventscaler.redact import first_line, redact
+from eventscaler.sources import base, http_common
 from eventscaler.sources.base import KedaTrigger, SourceOptions, SourceType, optional
+from eventscaler.sources.http_common import (
+    MAX_BODY_BYTES,
+    display_url,
+    register_url_secrets,
+    transient_failure,
+    url_problem,
+)
 from eventscaler.triggers import Trigger
 
 logger = logging.getLogger(__name__)
@@ -63,11 +62,6 @@ AUTH_MODES = choices("bearer", "basic", "apiKey")
 KEY_METHODS = choices("header", "query")
 DEFAULT_KEY_HEADER = "X-API-KEY"  # KEDA's names when keyParamName is not given
 DEFAULT_KEY_PARAM = "api_key"
-MAX_BODY_BYTES = 4 * 1024 * 1024
-# Query parameters whose value is taken for a credential: such a URL goes in urlFromEnv.
-_SECRET_PARAM = re.compile(
-    r"(?i)(token|key|secret|passw|pwd|sig|auth|credential|session|signature)"
-)
 _SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?")
 _MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
@@ -110,56 +104,6 @@ class MetricsApiSettings:
         return display_url(self.url)
 
 
-def display_url(url: str) -> str:
-    """scheme://host[:port]/path: never the user, password, query or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-def url_problem(url: str) -> str | None:
-    """Why a URL is not usable, or None. The message never quotes a credential."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "expected an http:// or https:// URL with a host"
-    return None
-
-
-def url_credential(url: str) -> str | None:
-    """What in a URL is a credential (for the error that says to use urlFromEnv), or None."""
-    parts = urlsplit(url)
-    if parts.password is not None or parts.username:
-        return "a user or password in the URL"
-    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
-        if _SECRET_PARAM.search(name):
-            return f"the query parameter {name!r}"
-    return None
-
-
-def _parse_url(value: Any, field: str) -> str:
-    text = parse_text(value, field, "an http:// or https:// URL").strip()
-    problem = url_problem(text)
-    if problem:
-        raise ConfigError(
-            field, f"{problem}, got {show(display_url(text) if '://' in text else text)}"
-        )
-    credential = url_credential(text)
-    if credential:
-        raise ConfigError(
-            field,
-            f"the URL carries a credential ({credential}): put the whole URL in an "
-            "environment variable and name that variable in urlFromEnv",
-        )
-    return text
-
-
 def _parse_value_location(value: Any, field: str) -> str:
     text = parse_text(value, field, "a GJSON path like 'components.worker.tasks'").strip()
     problem = gjson_syntax_problem(text)
@@ -191,15 +135,6 @@ def gjson_syntax_problem(path: str) -> str | None:
     return None
 
 
-def _parse_timeout(value: Any, field: str) -> float:
-    """KEDA's timeout in milliseconds ("1000"), or a duration string with its unit ("2s")."""
-    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
-        value = float(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return parse_duration(value / 1000.0, field, allow_zero=False)
-    return parse_duration(value, field, allow_zero=False)
-
-
 def _parse_header_name(value: Any, field: str) -> str:
     return parse_str(value, field, _HEADER_NAME, "a header or query parameter name")
 
@@ -214,7 +149,7 @@ class MetricsApi(SourceType):
     activation_key = "activationTargetValue"
     fields = (
         optional("valueLocation", _parse_value_location, ""),
-        optional("url", _parse_url, ""),
+        optional("url", lambda v, f: http_common.parse_url(v, f, "urlFromEnv"), ""),
         optional("urlFromEnv", parse_env_name, "", secret_env=True),
         optional("format", lambda v, f: parse_choice(v, f, FORMATS), "json"),
         optional("authMode", lambda v, f: parse_choice(v, f, AUTH_MODES), ""),
@@ -226,20 +161,14 @@ class MetricsApi(SourceType):
         optional("keyParamName", _parse_header_name, ""),
         optional("method", lambda v, f: parse_choice(v, f, KEY_METHODS), "header"),
         optional("unsafeSsl", parse_bool, False),
-        optional("timeout", _parse_timeout, None),
+        optional("timeout", http_common.parse_timeout, None),
     )
 
     def keys(self) -> set[str]:
         return super().keys() | set(INLINE_SECRETS)  # accepted only to be refused clearly
 
     def check(self, values: dict[str, Any], data: Mapping[str, Any], field: str) -> dict[str, Any]:
-        for key, instead in INLINE_SECRETS.items():
-            if key in data:
-                raise ConfigError(
-                    f"{field}.{key}",
-                    f"a secret never sits in the rule file: put it in an environment variable "
-                    f"and name that variable in {instead}",
-                )
+        http_common.refuse_inline_secrets(data, field, INLINE_SECRETS)
         if "valueLocation" not in data:
             raise ConfigError(f"{field}.valueLocation", "is required")
         if ("url" in data) == ("urlFromEnv" in data):
@@ -249,7 +178,7 @@ class MetricsApi(SourceType):
             )
         if values["format"] == "prometheus":
             _parse_selector(values["value_location"], f"{field}.valueLocation")
-        _check_auth(values, data, field)
+        AUTH_FIELDS.check(values["auth_mode"], data, field)
         return values
 
     def default_name(self, settings: MetricsApiSettings) -> str:
@@ -273,28 +202,16 @@ class MetricsApi(SourceType):
 SOURCE_TYPE = MetricsApi()
 
 
-def _check_auth(values: dict[str, Any], data: Mapping[str, Any], field: str) -> None:
-    mode = values["auth_mode"]
-    needs = {
-        "bearer": ("tokenFromEnv",),
-        "basic": ("passwordFromEnv",),
-        "apiKey": ("apiKeyFromEnv",),
-    }
-    belongs = {
+AUTH_FIELDS = http_common.AuthFields(
+    "authMode",
+    belongs={
         "tokenFromEnv": "bearer", "username": "basic", "usernameFromEnv": "basic",
         "passwordFromEnv": "basic", "apiKeyFromEnv": "apiKey", "keyParamName": "apiKey",
         "method": "apiKey",
-    }  # fmt: skip
-    for key, wanted in belongs.items():
-        if key in data and mode != wanted:
-            raise ConfigError(f"{field}.{key}", f"only applies with authMode {wanted}")
-    for key in needs.get(mode, ()):
-        if key not in data:
-            raise ConfigError(f"{field}.{key}", f"is required with authMode {mode}")
-    if mode == "basic" and ("username" in data) == ("usernameFromEnv" in data):
-        raise ConfigError(
-            f"{field}.username", "give username or usernameFromEnv with authMode basic, one of them"
-        )
+    },
+    needs={"bearer": ("tokenFromEnv",), "basic": ("passwordFromEnv",),
+           "apiKey": ("apiKeyFromEnv",)},
+)  # fmt: skip
 
 
 def _parse_selector(text: str, field: str) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -330,34 +247,21 @@ class MetricsApiReadError(base.SourceError):
     """A value could not be read; `str()` names the endpoint (never its query) and the path."""
 
 
-class MetricsApiSource:
+class MetricsApiSource(http_common.HttpReader):
     """Reads metric endpoints; safe to call from many threads at once.
 
     One requests.Session per process (one connection pool per host, as large as the daemon's
     worker pool); urllib3's retries off, ours bounded by the tick.
     """
 
-    def __init__(
-        self,
-        environ: Mapping[str, str] | None = None,
-        timeout_seconds: float = 5.0,
-        pool_size: int = 16,
-    ) -> None:
-        self._environ: Mapping[str, str] = os.environ if environ is None else environ
-        self._timeout_seconds = timeout_seconds
-        self._pool_size = pool_size
-        self._session: requests.Session | None = None
-        self._lock = threading.Lock()
-        self._warned: set[str] = set()
-
     def read(self, trigger: Trigger) -> float:
         settings: MetricsApiSettings = trigger.settings
         url = self._url(settings)
         headers, params = self._credentials(settings)
         timeout = retry.call_timeout(settings.timeout or self._timeout_seconds)
-        session = self._get_session()
+        session = self._sessions.get()
         if settings.unsafe_ssl:
-            self._warn_unsafe_once(settings)
+            self._sessions.warn_unsafe_once(f"metrics-api {settings.label}")
 
         def get() -> requests.Response:
             t = retry.call_timeout(timeout)
@@ -373,50 +277,19 @@ class MetricsApiSource:
         try:
             response = retry.call(get, transient_failure)
         except requests.RequestException as exc:
-            raise _request_error(exc, settings, url, timeout) from None
+            raise _error(settings, *http_common.request_failure(exc, url, timeout)) from None
         with response:
             body = _body(response, settings, url)
         return value_from_body(body, settings)
 
-    def close(self) -> None:
-        with self._lock:
-            session, self._session = self._session, None
-        if session is not None:
-            session.close()
-
-    def _warn_unsafe_once(self, settings: MetricsApiSettings) -> None:
-        """One warning per endpoint instead of urllib3's on every request."""
-        if settings.label in self._warned:
-            return
-        with self._lock:
-            if settings.label in self._warned:
-                return
-            self._warned.add(settings.label)
-        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
-        logger.warning("metrics-api %s: unsafeSsl: its certificate is not verified", settings.label)
-
-    def _get_session(self) -> requests.Session:
-        session = self._session
-        if session is not None:
-            return session
-        with self._lock:
-            if self._session is None:
-                session = requests.Session()
-                adapter = HTTPAdapter(pool_maxsize=self._pool_size, max_retries=0)
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                self._session = session
-            return self._session
-
     def _secret(self, settings: MetricsApiSettings, env: str) -> str:
-        value = self._environ.get(env, "").strip()
+        value = self.env_secret(env)
         if not value:
             raise _error(
                 settings,
                 base.MISSING_CREDENTIAL,
                 f"the environment variable {env} is unset or empty",
             )
-        register_secret(value)
         return value
 
     def _url(self, settings: MetricsApiSettings) -> str:
@@ -452,38 +325,16 @@ class MetricsApiSource:
                     f"the environment variable {settings.username_from_env} is unset or empty",
                 )
             password = self._secret(settings, settings.password_from_env)
-            encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
-            register_secret(encoded)
-            return {"Authorization": f"Basic {encoded}"}, {}
+            return {"Authorization": http_common.basic_authorization(user, password)}, {}
         return {}, {}
-
-
-def register_url_secrets(url: str) -> None:
-    """The URL, its password and each query value are secrets from now on (an SDK or a proxy
-    error may echo any of them)."""
-    register_secret(url)
-    parts = urlsplit(url)
-    register_secret(parts.password or "")
-    register_secret(parts.query)
-    for _, value in parse_qsl(parts.query, keep_blank_values=True):
-        register_secret(value)
-
-
-def transient_failure(exc: Exception) -> retry.Transient | None:
-    """Connection errors, timeouts, 429 and 5xx are worth another try (TLS errors are not)."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        return None
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-        return retry.Transient()
-    return None
 
 
 def _body(response: requests.Response, settings: MetricsApiSettings, url: str) -> bytes:
     status = response.status_code
     if status != 200:
         raise _status_error(status, response, settings)
-    body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
-    if len(body) > MAX_BODY_BYTES:
+    body = http_common.read_body(response)
+    if body is None:
         raise _error(settings, base.BAD_RESPONSE, f"the answer is over {MAX_BODY_BYTES} bytes")
     return body
 
@@ -510,23 +361,6 @@ def _credential_source(settings: MetricsApiSettings) -> str:
     if env:
         return f"the {settings.auth_mode} credential from env {env}"
     return "the request (no authMode is set)"
-
-
-def _request_error(
-    exc: requests.RequestException, settings: MetricsApiSettings, url: str, timeout: float
-) -> MetricsApiReadError:
-    host = urlsplit(url).netloc.rpartition("@")[2]
-    if isinstance(exc, requests.exceptions.SSLError):
-        return _error(
-            settings,
-            base.UNAVAILABLE,
-            f"TLS with {host} failed (certificate not trusted? unsafeSsl: true skips the check)",
-        )
-    if isinstance(exc, requests.Timeout):
-        return _error(settings, base.TIMEOUT, f"no answer from {host} (timeout {timeout:g} s)")
-    if isinstance(exc, requests.ConnectionError):
-        return _error(settings, base.UNAVAILABLE, f"cannot reach {host}")
-    return _error(settings, base.SERVICE_ERROR, f"{type(exc).__name__} from {host}")
 
 
 def value_from_body(body: bytes, settings: MetricsApiSettings) -> float:
@@ -625,61 +459,10 @@ def _from_keda(source: MetricsApi, keda: KedaTrigger) -> dict[str, Any] | None:
             out[key] = value
         else:
             keda.lost(f"metadata.{key}", "not a metrics-api setting eventscaler knows")
-    _keda_url(keda, out)
-    _keda_auth(keda, out)
+    http_common.keda_url_to_env(keda, out, "url", "urlFromEnv", "metrics_api_url")
+    http_common.keda_secret_refs(keda, out, KEDA_AUTH_PARAMS, "metrics-api")
     for key in ("url", "valueLocation", "targetValue"):
         if key not in out and not (key == "url" and "urlFromEnv" in out):
             keda.lost(f"metadata.{key}", "missing: trigger not converted")
             return None
     return out
-
-
-def _keda_url(keda: KedaTrigger, out: dict[str, Any]) -> None:
-    url = str(out.get("url", ""))
-    if url and url_credential(url):
-        env = keda.env_name("metrics_api_url")
-        del out["url"]
-        out["urlFromEnv"] = env
-        keda.note(
-            "metadata.url",
-            f"the URL carries a credential: the rule reads it from env {env}; "
-            f"put the URL in a Secret and expose it to the autoscaler as {env}",
-        )
-
-
-def _keda_auth(keda: KedaTrigger, out: dict[str, Any]) -> None:
-    if not isinstance(keda.auth_ref, Mapping):
-        return
-    ref = keda.auth_ref
-    what = f"{ref.get('kind') or 'TriggerAuthentication'} {ref.get('name', '')}"
-    if keda.auth is None:
-        keda.lost(
-            "authenticationRef",
-            f"{what} is not in this input: set the ...FromEnv field "
-            "of each credential (tokenFromEnv, passwordFromEnv, "
-            "apiKeyFromEnv) and expose the Secret keys as those env vars",
-        )
-        return
-    spec = keda.auth.get("spec") or {}
-    for secret in spec.get("secretTargetRef") or []:
-        if not isinstance(secret, Mapping):
-            continue
-        parameter = str(secret.get("parameter", ""))
-        field = KEDA_AUTH_PARAMS.get(parameter)
-        if field is None:
-            keda.lost(
-                "authenticationRef",
-                f"{what}: parameter {parameter!r} (TLS or other) is "
-                "not supported by eventscaler's metrics-api",
-            )
-            continue
-        env = keda.env_name(f"{ref.get('name', '')}_{parameter}")
-        out[field] = env
-        keda.note(
-            "authenticationRef",
-            f"{what} maps {parameter!r} to Secret {secret.get('name')} "
-            f"key {secret.get('key')}: {field} {env} (done); add env: "
-            f"[{{name: {env}, valueFrom: {{secretKeyRef: {{name: "
-            f"{secret.get('name')}, key: {secret.get('key')}}}}}}}] to "
-            "the autoscaler's container",
-        )

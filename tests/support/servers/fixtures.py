@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tests.support.servers.mariadb import MariaDbServer
     from tests.support.servers.nats import NatsServer
     from tests.support.servers.postgres import PostgresServer
-    from tests.support.servers.prometheus import PrometheusServer
+    from tests.support.servers.prometheus import GuardedPrometheusServer, PrometheusServer
     from tests.support.servers.rabbitmq import RabbitMqServer
     from tests.support.servers.redis import RedisServer
     from tests.support.servers.sqs import IamCheckedSqsServer, SqsServer
@@ -110,6 +110,14 @@ def prometheus_server() -> Iterator[PrometheusServer]:
     from tests.support.servers.prometheus import PrometheusServer
 
     yield from _serve(PrometheusServer)
+
+
+@pytest.fixture(scope="session")
+def prometheus_guarded_server() -> Iterator[GuardedPrometheusServer]:
+    """A second Prometheus that requires basic auth (tests/support/servers/prometheus.py)."""
+    from tests.support.servers.prometheus import GuardedPrometheusServer
+
+    yield from _serve(GuardedPrometheusServer)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -7,7 +7,9 @@ temp dir (kept across restarts). A test sets a value and waits until a query see
     prometheus.metrics.set("jobs_backlog", 42, queue="orders")
     prometheus.wait_for_value('jobs_backlog{queue="orders"}', 42)
 
-No authentication: Prometheus has none unless given a web config with bcrypt hashes.
+No authentication: Prometheus has none unless given a web config with bcrypt hashes, which
+`GuardedPrometheusServer` writes (basic auth with `USERNAME` / `PASSWORD`; a wrong or missing
+login gets Prometheus' own 401).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
@@ -126,6 +129,7 @@ def _number(value: float) -> str:
 class PrometheusServer(ServerProcess):
     name = "Prometheus"
     start_timeout_seconds = 60.0
+    login: ClassVar[tuple[str, str] | None] = None  # basic auth the server requires, if any
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,20 +150,29 @@ class PrometheusServer(ServerProcess):
             "    static_configs:\n"
             f"      - targets: ['{HOST}:{self.metrics.port}']\n"
         )
+        if self.login is not None:
+            user, password = self.login
+            (self.directory / "web.yml").write_text(
+                f"basic_auth_users:\n  {user}: '{_bcrypt(password)}'\n"
+            )
 
     def _launch(self) -> None:
         argv = [self._binary, f"--config.file={self.directory / 'prometheus.yml'}"]
         argv += [f"--storage.tsdb.path={self.directory / 'tsdb'}"]
         argv += [f"--web.listen-address={HOST}:{self.port()}", "--log.level=warn"]
+        if self.login is not None:
+            argv += [f"--web.config.file={self.directory / 'web.yml'}"]
         self._spawn("prometheus", argv)
 
     def _is_ready(self) -> bool:
         # Ready means scraping: the first scrape comes up to ~5 s after /-/ready (target
         # discovery is throttled), and a test's first query should not race it. The targets
         # API shows this process's own scrapes (`up` in the TSDB may predate a restart).
-        if requests.get(f"{self.url}/-/ready", timeout=2).status_code != 200:
+        if requests.get(f"{self.url}/-/ready", auth=self.login, timeout=2).status_code != 200:
             return False
-        response = requests.get(f"{self.url}/api/v1/targets", params={"state": "active"}, timeout=2)
+        response = requests.get(
+            f"{self.url}/api/v1/targets", params={"state": "active"}, auth=self.login, timeout=2
+        )
         targets = response.json()["data"]["activeTargets"]
         return any(t["scrapePool"] == SCRAPE_JOB and t["health"] == "up" for t in targets)
 
@@ -175,7 +188,7 @@ class PrometheusServer(ServerProcess):
     def query(self, expression: str) -> dict[str, Any]:
         """`GET /api/v1/query`; the `data` member (`resultType`, `result`) of a success."""
         response = requests.get(
-            f"{self.url}/api/v1/query", params={"query": expression}, timeout=10
+            f"{self.url}/api/v1/query", params={"query": expression}, auth=self.login, timeout=10
         )
         response.raise_for_status()
         body = response.json()
@@ -204,3 +217,22 @@ class PrometheusServer(ServerProcess):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{expression} was {seen}, not {expected}, after {timeout:.0f} s")
+
+
+class GuardedPrometheusServer(PrometheusServer):
+    """A second Prometheus that requires basic auth (its web config holds a bcrypt hash)."""
+
+    name = "Prometheus with basic auth"
+    USERNAME = "prom-reader-5e2b"  # not a word of any other message: usernames are redacted too
+    PASSWORD = "prom-pass-6f1c2e9a4b7d"
+    login = (USERNAME, PASSWORD)
+
+
+def _bcrypt(password: str) -> str:
+    """A bcrypt hash (cost 4: tests need no strength) from the C library's crypt(3): Python's
+    `crypt` is deprecated but present in 3.11, and spares a dependency for one hash."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
