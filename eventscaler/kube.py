@@ -34,6 +34,7 @@ from urllib3.util.retry import Retry
 
 from eventscaler import retry
 from eventscaler.config import ScaleTargetRef
+from eventscaler.policy import PAUSE_ANNOTATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -343,9 +344,7 @@ class ScaleTargetClient:
             return TargetView(
                 # Absent is 0: a Scale omits `spec.replicas` when it is 0 (omitempty).
                 replicas=int(replicas or 0),
-                annotations={
-                    str(k): str(v) for k, v in _mapping(metadata.get("annotations")).items()
-                },
+                annotations=_pause_annotations(_mapping(metadata.get("annotations"))),
                 uid=str(metadata.get("uid", "")),
             )
         except (ValueError, TypeError) as exc:
@@ -532,3 +531,7 @@ class LeaseClient:
             return call(verb, f"Lease {self.namespace}/{self.name}", send, retried=False)
         except KubeError as exc:
             raise KubeError(exc.reason, f"lease: {exc}", exc.status) from None
+
+
+def _pause_annotations(annotations: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in annotations.items() if k in PAUSE_ANNOTATIONS}

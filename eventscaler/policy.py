@@ -450,6 +450,9 @@ PAUSED = ANNOTATION_PREFIX + "paused"
 PAUSED_REPLICAS = ANNOTATION_PREFIX + "paused-replicas"
 KEDA_PAUSED = "autoscaling.keda.sh/paused"
 KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
+# The only annotations a tick reads; a target's view keeps no other (last-applied-configuration
+# alone may hold kilobytes per target).
+PAUSE_ANNOTATIONS = frozenset((PAUSED, PAUSED_REPLICAS, KEDA_PAUSED, KEDA_PAUSED_REPLICAS))
 
 
 def pause_from_annotations(annotations: Mapping[str, str]) -> Pause | None:
