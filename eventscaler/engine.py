@@ -31,13 +31,13 @@ from eventscaler.policy import (
     pause_from_annotations,
 )
 from eventscaler.target_views import TargetViews
-from eventscaler.triggers import Trigger
+from eventscaler.triggers import Measured, Trigger
 
 logger = logging.getLogger(__name__)
 
 
 class ValueSource(Protocol):
-    def read_value(self, trigger: Trigger) -> float: ...
+    def read_value(self, trigger: Trigger) -> float | Measured: ...
 
 
 class TargetView(Protocol):
@@ -273,7 +273,10 @@ class Engine:
 
     def _read(self, trigger: Trigger) -> Reading:
         try:
-            return Reading(trigger.label, self._source.read_value(trigger))
+            value = self._source.read_value(trigger)
+            if isinstance(value, Measured):
+                return Reading(trigger.label, value.value, backlog=value.backlog)
+            return Reading(trigger.label, value)
         except Exception as exc:
             kind = getattr(exc, "kind", None) or type(exc).__name__
             return Reading(trigger.label, None, str(exc) or type(exc).__name__, kind)

@@ -49,6 +49,7 @@ class Reading:
     value: float | None  # None when the read failed
     error: str | None = None
     kind: str | None = None  # a short word for the failure (NotFound, Timeout...), for metrics
+    backlog: float | None = None  # the messages behind a rate (Measured): active above activation
 
     @property
     def ok(self) -> bool:
@@ -144,7 +145,7 @@ def decide(
         return _paused(current, now, pause)
     good, failed = _signals(rule, readings)
     summary = _describe_readings(rule, readings, good)
-    read_active = any(value > t.activation for t, value in good)
+    read_active = any(value > t.activation for t, value in good) or _backlog_active(rule, readings)
     active = failed or read_active
     state = replace(
         state,
@@ -249,6 +250,15 @@ def _signals(rule: Rule, readings: Sequence[Reading]) -> tuple[list[tuple[Trigge
     except FormulaError:
         return [], True
     return [(modifiers.as_trigger(), value)], failed
+
+
+def _backlog_active(rule: Rule, readings: Sequence[Reading]) -> bool:
+    """A trigger read as a rate is active while its backlog is above its activation (KEDA's
+    rabbitmq MessageRate). With scalingModifiers only the formula's value activates, as in KEDA."""
+    if rule.scaling_modifiers is not None and rule.scaling_modifiers.compiled is not None:
+        return False
+    pairs = zip(rule.triggers, readings, strict=True)
+    return any(r.backlog is not None and r.backlog > t.activation for t, r in pairs)
 
 
 def _paused(current: int, now: float, pause: Pause) -> Decision:
@@ -436,7 +446,8 @@ def _describe_readings(
         if reading.value is None:
             parts.append(f"{trigger.label}=failed ({reading.error or 'no reading'})")
         else:
-            parts.append(f"{trigger.label}={reading.value:g}/{trigger.target:g}")
+            backlog = "" if reading.backlog is None else f" ({reading.backlog:g} waiting)"
+            parts.append(f"{trigger.label}={reading.value:g}/{trigger.target:g}{backlog}")
     modifiers = rule.scaling_modifiers
     if modifiers is not None:
         value = f"{signals[0][1]:g}" if signals else "failed"

@@ -29,3 +29,16 @@ class Trigger:
     @property
     def label(self) -> str:
         return self.name
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A reading with the backlog behind it, for a trigger whose value is not a backlog.
+
+    KEDA's rabbitmq MessageRate scales on the publish rate, yet stays active while the queue
+    holds more than `activationValue` messages, so a backlog left when publishing stops is still
+    worked off. A source returns this instead of a bare float to say so.
+    """
+
+    value: float
+    backlog: float

@@ -61,7 +61,7 @@ from eventscaler.redact import redact
 from eventscaler.sources import rabbitmq
 from eventscaler.sources.base import SourceError
 from eventscaler.sources.rabbitmq import RabbitMqSettings, RabbitMqSource, rabbitmq_trigger
-from eventscaler.triggers import Trigger
+from eventscaler.triggers import Measured, Trigger
 from tests.conftest import write_rules
 from tests.support.cluster import Cluster, wait_for
 from tests.support.daemon_process import run_command
@@ -323,11 +323,21 @@ def test_message_rate_follows_the_publisher(
     publisher = threading.Thread(target=publish_20_a_second, daemon=True)
     publisher.start()
     try:
-        wait_until(lambda: 8 <= source.read(trigger) <= 30, STATS_DEADLINE, "rate near 20/s")
+        wait_until(lambda: 8 <= rate_of(source.read(trigger)) <= 30, STATS_DEADLINE, "~20/s")
     finally:
         stop.set()
         publisher.join(10)
-    wait_until(lambda: source.read(trigger) == 0, STATS_DEADLINE, "rate back to 0")
+    wait_until(lambda: rate_of(source.read(trigger)) == 0, STATS_DEADLINE, "rate back to 0")
+    # Nobody consumed: the messages published wait, and keep the trigger active (KEDA's rule).
+    reading = source.read(trigger)
+    assert isinstance(reading, Measured) and reading.value == 0 and reading.backlog > 20
+    regex = http(queue[:-3] + ".*", mode="MessageRate", use_regex=True)
+    by_regex = source.read(regex)
+    assert isinstance(by_regex, Measured) and by_regex.backlog == reading.backlog
+
+
+def rate_of(reading: float | Measured) -> float:
+    return reading.value if isinstance(reading, Measured) else reading
 
 
 def test_use_regex_sum_max_avg(rabbitmq_server: RabbitMqServer, source: RabbitMqSource) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from eventscaler.fields import Collector, ConfigError, join
-from eventscaler.triggers import Trigger
+from eventscaler.triggers import Measured, Trigger
 
 # SourceError.kind values: the project's own words for what went wrong, whatever the SDK said.
 NOT_FOUND = "NotFound"  # the queue, stream, table... does not exist
@@ -54,7 +54,7 @@ class SourceError(Exception):
 class Source(Protocol):
     """A process's reader of one source type; safe to call from many threads at once."""
 
-    def read(self, trigger: Trigger) -> float: ...
+    def read(self, trigger: Trigger) -> float | Measured: ...
 
     def close(self) -> None: ...
 

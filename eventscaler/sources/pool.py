@@ -6,7 +6,7 @@ import threading
 
 from eventscaler.sources import source_type
 from eventscaler.sources.base import Source, SourceOptions
-from eventscaler.triggers import Trigger
+from eventscaler.triggers import Measured, Trigger
 
 
 class SourcePool:
@@ -20,7 +20,7 @@ class SourcePool:
         self._sources: dict[str, Source] = {}
         self._lock = threading.Lock()
 
-    def read_value(self, trigger: Trigger) -> float:
+    def read_value(self, trigger: Trigger) -> float | Measured:
         return self.source(trigger.type).read(trigger)
 
     def source(self, type_name: str) -> Source:

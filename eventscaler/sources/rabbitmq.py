@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
@@ -68,7 +68,7 @@ from eventscaler.sources.base import (
     optional,
     required,
 )
-from eventscaler.triggers import Trigger
+from eventscaler.triggers import Measured, Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -503,7 +503,7 @@ class RabbitMqSource:
         connections = len(self._connections)
         return f"RabbitMqSource(timeout_seconds={self._timeout_seconds}, connections={connections})"
 
-    def read(self, trigger: Trigger) -> float:
+    def read(self, trigger: Trigger) -> float | Measured:
         settings: RabbitMqSettings = trigger.settings
         endpoint = resolve_endpoint(settings, self._environ)
         timeout = settings.timeout or self._timeout_seconds
@@ -772,7 +772,7 @@ class _HttpStatus(Exception):
 
 def _read_http(
     session: requests.Session, settings: RabbitMqSettings, endpoint: Endpoint, timeout: float
-) -> float:
+) -> float | Measured:
     url, params = _management_request(settings, endpoint)
     auth = (endpoint.username, endpoint.password) if endpoint.username else None
 
@@ -800,6 +800,8 @@ def _read_http(
         body = response.json()
     except ValueError:
         raise _error(settings, BAD_RESPONSE, "the answer is not JSON", endpoint.where) from None
+    if settings.mode == MESSAGE_RATE:
+        return _rate_and_backlog(body, settings, endpoint)
     if settings.use_regex:
         return _combined_value(body, settings, endpoint)
     return _queue_value(body, settings, endpoint)
@@ -882,6 +884,10 @@ def _queue_value(body: Any, settings: RabbitMqSettings, endpoint: Endpoint) -> f
         if isinstance(rate, bool) or not isinstance(rate, (int, float)):
             raise _error(settings, BAD_RESPONSE, f"publish rate {show(rate)}", endpoint.where)
         return float(rate)
+    return _queue_length(body, settings, endpoint)
+
+
+def _queue_length(body: dict[str, Any], settings: RabbitMqSettings, endpoint: Endpoint) -> float:
     key = "messages_ready" if settings.exclude_unacknowledged else "messages"
     count = body.get(key)
     if isinstance(count, bool) or not isinstance(count, int):
@@ -890,6 +896,22 @@ def _queue_value(body: Any, settings: RabbitMqSettings, endpoint: Endpoint) -> f
         detail = f"no {key} count for queue {name!r} yet (statistics not collected)"
         raise _error(settings, BAD_RESPONSE, detail, endpoint.where)
     return float(count)
+
+
+def _rate_and_backlog(
+    body: Any, settings: RabbitMqSettings, endpoint: Endpoint
+) -> float | Measured:
+    """MessageRate: the publish rate, and the messages waiting, which keep the trigger active
+    while above activationValue (as KEDA does), so a backlog left when publishing stops is
+    still worked off. A queue whose count is not collected yet gives the rate alone."""
+    rate = (_combined_value if settings.use_regex else _queue_value)(body, settings, endpoint)
+    length = replace(settings, mode=QUEUE_LENGTH)
+    try:
+        if settings.use_regex:
+            return Measured(rate, _combined_value(body, length, endpoint))
+        return Measured(rate, _queue_length(body, length, endpoint))
+    except RabbitMqReadError:
+        return rate
 
 
 def _combined_value(body: Any, settings: RabbitMqSettings, endpoint: Endpoint) -> float:
