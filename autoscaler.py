@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -240,22 +241,31 @@ def build_elector(args: argparse.Namespace, api_client: ApiClient, identity: str
     return LeaderElector(lease, identity, duration, duration * 2 / 3, duration * 2 / 15)
 
 
-def install_stop_signals() -> threading.Event:
-    """SIGTERM and SIGINT set the returned event; installed first, so no signal kills a tick."""
-    stop = threading.Event()
+class StopRequest(threading.Event):
+    """Set by SIGTERM or SIGINT; `signal_name` says which."""
+
+    signal_name = ""
+
+
+def install_stop_signals() -> StopRequest:
+    """SIGTERM and SIGINT set the returned event; installed first, so no signal kills a tick.
+
+    The handler only sets the event: it logs nothing, since a handler that logs can block on, or
+    re-enter, the log stream the interrupted code was writing to. SIGUSR1 dumps every thread's
+    stack to stderr (faulthandler), for a daemon that seems stuck."""
+    stop = StopRequest()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s: finishing the runs in progress", signal.Signals(signum).name)
+        stop.signal_name = signal.Signals(signum).name
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return stop
 
 
-def run_until_signalled(
-    daemon: Daemon, elector: LeaderElector | None, stop: threading.Event
-) -> int:
+def run_until_signalled(daemon: Daemon, elector: LeaderElector | None, stop: StopRequest) -> int:
     if elector is not None:
         logger.info("leader election on: I am %s", elector.identity)
         elector.start()
@@ -264,6 +274,7 @@ def run_until_signalled(
     # runs even if the wait itself is not woken by the signal.
     while not stop.wait(0.5):
         pass
+    logger.info("received %s: finishing the runs in progress", stop.signal_name or "a stop")
     daemon.stop()
     if elector is not None:
         elector.stop()  # after the last run, so no write can follow the release

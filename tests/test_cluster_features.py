@@ -3,6 +3,7 @@
 Scenarios:
 - /healthz and /readyz answer 200 on a working daemon;
 - /readyz answers 503 while no rule file could be loaded, and 200 once a valid one appears;
+- SIGUSR1 dumps every thread's stack and the daemon lives on; SIGTERM then stops it, logged;
 - /readyz answers 503 while the API server fails (test server only: injected 500s);
 - /healthz answers 503 when the scheduler has been idle past its limit (HealthServer on its own);
 - leader election with two daemons on one Lease: one leader, only it scales; the follower takes
@@ -11,6 +12,7 @@ Scenarios:
 
 from __future__ import annotations
 
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -84,6 +86,23 @@ def test_not_ready_until_a_valid_rule_file_loads(
         write_rules(rules, [rule(unique, cluster.namespace, unique)])
         wait_for(lambda: get(port, "/readyz")[0] == 200, 10, what="ready after a valid file")
         assert proc.stop() == 0
+
+
+@pytest.mark.e2e
+def test_sigusr1_dumps_every_thread_and_sigterm_still_stops(
+    cluster: Cluster, azurite: Azurite, unique: str, tmp_path: Path
+) -> None:
+    azurite.create_queue(unique)
+    cluster.create_deployment(unique)
+    rules = write_rules(tmp_path / "rules.yaml", [rule(unique, cluster.namespace, unique)])
+    with start_daemon(cluster, azurite, rules) as proc:
+        proc.wait_for_output(r"loaded: 1 rule\(s\) in force")  # running
+        assert proc.process is not None
+        proc.process.send_signal(signal.SIGUSR1)
+        proc.wait_for_output(r"Current thread 0x[0-9a-f]+")  # a stack per thread, and it lives on
+        assert proc.stop() == 0
+    assert "received SIGTERM: finishing the runs in progress" in proc.output
+    assert proc.output.rstrip().endswith("stopped")
 
 
 @pytest.mark.e2e

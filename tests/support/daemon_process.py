@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -46,7 +47,8 @@ class DaemonProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._collector = threading.Thread(target=self._collect, daemon=True)
+        self._collector.start()
         return self
 
     def _collect(self) -> None:
@@ -84,8 +86,12 @@ class DaemonProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # every thread's stack into the output
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(2)
             self.process.kill()
             self.process.wait()
+            self._collector.join(10)  # the stacks dumped, read to the end
             raise AssertionError(f"daemon ignored SIGTERM for {timeout}s:\n{self.output}") from None
 
     def wait(self, timeout: float = 60.0) -> int:
