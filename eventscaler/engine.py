@@ -212,7 +212,6 @@ class Engine:
         except Exception as exc:
             error = f"cannot read the target {rule.scale_target.kind}: {exc}"
             return self._fail(Outcome(rule), log, error, FAILED_TARGET_READ)
-        current = target.replicas
         pause = pause_from_annotations(target.annotations)
         # A paused rule reads no source: "leave it alone" includes not billing source calls.
         if pause:
@@ -220,7 +219,7 @@ class Engine:
         elif readings is None:
             readings = tuple(self._read(trigger) for trigger in rule.triggers)
         memory = self._remember(rule, now)
-        decision = decide(rule, readings, current, memory.state, now, pause)
+        decision = decide(rule, readings, target.replicas, memory.state, now, pause)
         if decision.changes and kept:
             # Decided on an earlier tick's view of the target: read it again before anything is
             # written (a pause or a count set by hand since then wins), and decide on that.
@@ -228,41 +227,56 @@ class Engine:
         memory.state = decision.state
         log.decision(decision, memory.last_step)
         memory.last_step = decision.step
-        outcome = Outcome(
-            rule,
-            readings,
-            current,
-            decision,
-            dry_run=self._dry_run,
-            uid=target.uid,
-            cooldown_left=_cooldown_left(rule, decision, now),
-        )
-
+        cooldown_left = _cooldown_left(rule, decision, now)
+        outcome = Outcome(rule, readings, target.replicas, decision, dry_run=self._dry_run,
+                          uid=target.uid, cooldown_left=cooldown_left)  # fmt: skip
         if decision.changes:
-            if self._dry_run:
-                log.would_scale(decision)
-            else:
-                try:
-                    self._scaler.set_replicas(rule.namespace, rule.scale_target, decision.target)
-                except Exception as exc:
-                    if getattr(exc, "status", None) == 409 and not conflicted:
-                        # Someone else changed the target between our read and write:
-                        # read it again and decide again on the same readings, once.
-                        log.conflict(exc)
-                        return self._evaluate(rule, readings or None, True, now=now)
-                    self._targets.forget(rule)
-                    error = f"cannot scale {current} -> {decision.target}: {exc}"
-                    return self._fail(outcome, log, error, FAILED_WRITE)
-                self._targets.wrote(rule, target, decision.target)
-                memory.state = decision.state.record_scale(now, current, decision.target)
-                outcome = _replace(outcome, wrote=True)
-                log.scaled(decision)
-        failed_reads = [r for r in readings if not r.ok]
+            written = self._write(outcome, target, memory, log, conflicted, now)
+            if written is None:  # a conflict: decide again on the same readings, once
+                return self._evaluate(rule, readings or None, True, now=now)
+            if written.failed:
+                return written
+            outcome = written
+        return self._settle(outcome, log)
+
+    def _write(
+        self,
+        outcome: Outcome,
+        target: TargetView,
+        memory: _Memory,
+        log: _RuleLog,
+        conflicted: bool,
+        now: float,
+    ) -> Outcome | None:
+        """Writes the decision (dry-run: logs it); None when a 409 asks to decide again."""
+        rule, decision = outcome.rule, outcome.decision
+        assert decision is not None and outcome.current is not None
+        if self._dry_run:
+            log.would_scale(decision)
+            return outcome
+        try:
+            self._scaler.set_replicas(rule.namespace, rule.scale_target, decision.target)
+        except Exception as exc:
+            if getattr(exc, "status", None) == 409 and not conflicted:
+                # Someone else changed the target between our read and write.
+                log.conflict(exc)
+                return None
+            self._targets.forget(rule)
+            error = f"cannot scale {outcome.current} -> {decision.target}: {exc}"
+            return self._fail(outcome, log, error, FAILED_WRITE)
+        self._targets.wrote(rule, target, decision.target)
+        memory.state = decision.state.record_scale(now, outcome.current, decision.target)
+        log.scaled(decision)
+        return _replace(outcome, wrote=True)
+
+    def _settle(self, outcome: Outcome, log: _RuleLog) -> Outcome:
+        """A failed source read makes the tick failed (after what it could do was done)."""
+        failed_reads = [r for r in outcome.readings if not r.ok]
         if failed_reads:
             errors = "; ".join(f"{r.trigger}: {r.error}" for r in failed_reads)
             return self._fail(outcome, log, f"source read failed: {errors}", FAILED_SOURCE_READ)
         with self._lock:
-            self._failing_ticks.pop(rule.name, None)
+            self._failing_ticks.pop(outcome.rule.name, None)
         return outcome
 
     def _tick_time(self, rule: Rule) -> float:
