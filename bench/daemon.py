@@ -92,6 +92,10 @@ class DaemonRun:
                 times[match[3]].append(stamp)
         return dict(times)
 
+    def lines_with(self, needle: str) -> list[str]:
+        with self._lock:
+            return [line for _, line in self.lines if needle in line]
+
     def problem_lines(self) -> list[str]:
         with self._lock:
             return [line for _, line in self.lines if " ERROR " in line or " WARNING " in line]

@@ -51,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from bench import profile
+from bench import all_types, profile
 from bench.bare import run_bare
 from bench.daemon import DaemonRun, RequestCollector, polling_cycles
 from bench.kubeproc import KubeServerProcess
@@ -644,6 +644,38 @@ def reaction_trials(run: RuleRun, trials: int) -> dict[str, Any]:
 # --- 4 and 5: per source, cluster size ------------------------------------------------------
 
 
+def measure_all_types_idle(options: argparse.Namespace) -> dict[str, Any]:
+    """An idle daemon with one rule per source type (bench/all_types.py): every SDK loaded."""
+    names = all_types.rule_names()
+    log(f"every source type: {len(names)} rules, each on a closed port")
+    with contextlib.ExitStack() as stack:
+        stage = Stage(stack, options.workers, [])
+        stage.kube.create_deployments(NAMESPACE, names, 0)
+        rules = all_types.write_rules(stage.workdir / "rules.yaml", NAMESPACE, options.interval)
+        env = {**all_types.ENV, **options.extra_env}
+        options_env = argparse.Namespace(**{**vars(options), "extra_env": env})
+        daemon = stage.daemon(options_env, ["--config", str(rules), "--health-port", "-1"], stack)
+        wait_until(
+            lambda: _failed_rules(daemon) >= len(names) - 1, 120, "every source read", daemon
+        )
+        time.sleep(ZERO_RULES_SECONDS)
+        result = {
+            "rules": len(names),
+            "rss_mib": mib(read_rss_bytes(daemon.pid)),
+            "hwm_mib": mib(read_rss_bytes(daemon.pid, "VmHWM")),
+        }
+        daemon.stop()
+    return result
+
+
+def _failed_rules(daemon: DaemonRun) -> int:
+    """Rules whose source read failed at least once (every type but cron's, here)."""
+    failed = (
+        re.search(r"rule (all-[\w-]+): source read", line) for line in daemon.lines_with("all-")
+    )
+    return len({m[1] for m in failed if m})
+
+
 def measure_sources(options: argparse.Namespace, results: list[dict[str, Any]]) -> list[Any]:
     """CPU ms per rule-tick against the bare call, per source type; the largest N's run gives
     the first source's row, the others get a run of `--source-rules` rules of their own."""
@@ -874,6 +906,13 @@ def render(report: dict[str, Any]) -> str:
         if everything
         else "all source types loaded: one source type so far, the rows above"
     )
+    idle = report.get("all_types_idle")
+    if idle:
+        lines.append(
+            f"idle daemon with one rule per source type ({idle['rules']} types, every SDK "
+            f"loaded): RSS {fmt(idle['rss_mib'], '.1f')} MiB, "
+            f"VmHWM {fmt(idle['hwm_mib'], '.1f')} MiB"
+        )
     for r in [r for r in report["results"] if "profile" in r]:
         p = r["profile"]
         lines.append(f"\nprofile at {r['rules']} rules ({p['samples']} samples, {p['file']}):")
@@ -1137,6 +1176,7 @@ def measure_everything(options: argparse.Namespace) -> dict[str, Any]:
     report["results"] = results
     report["sources"] = measure_sources(options, results)
     report["all_sources"] = measure_all_sources(options, max(counts, default=0) or 1000)
+    report["all_types_idle"] = measure_all_types_idle(options)
     if options.unrelated and counts:
         report["cluster_size_check"] = check_cluster_size(options, min(counts), results)
     return report

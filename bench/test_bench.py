@@ -155,3 +155,18 @@ def test_every_bench_source_has_what_the_run_needs() -> None:
         source = kind()
         assert source.type == name
         assert source.trigger("q1")["type"] == name
+
+
+def test_the_all_types_rule_file_names_every_source_type_and_loads() -> None:
+    from bench import all_types
+    from eventscaler.config import parse_rules_text
+    from eventscaler.sources import SOURCE_MODULES
+
+    assert sorted(all_types.TRIGGERS) == sorted(SOURCE_MODULES)  # a new type needs its rule
+    loaded = parse_rules_text(yaml.safe_dump(all_types.rules_document("bench", 5)), "all.yaml")
+    assert loaded.problems == ()
+    assert [r.name for r in loaded.rules] == all_types.rule_names()
+    for rule in loaded.rules:  # loopback only
+        assert "127.0.0.1" in str(rule.triggers[0].settings) or rule.triggers[0].type in (
+            "azure-queue", "azure-servicebus", "rabbitmq", "postgresql", "mysql", "cron",
+        )  # fmt: skip
