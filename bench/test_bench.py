@@ -10,6 +10,7 @@ answering what a run asks of it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -166,7 +167,7 @@ def test_the_all_types_rule_file_names_every_source_type_and_loads() -> None:
     loaded = parse_rules_text(yaml.safe_dump(all_types.rules_document("bench", 5)), "all.yaml")
     assert loaded.problems == ()
     assert [r.name for r in loaded.rules] == all_types.rule_names()
-    for rule in loaded.rules:  # loopback only
-        assert "127.0.0.1" in str(rule.triggers[0].settings) or rule.triggers[0].type in (
-            "azure-queue", "azure-servicebus", "rabbitmq", "postgresql", "mysql", "cron",
-        )  # fmt: skip
+    endpoints = [v for k, v in all_types.ENV.items() if k.startswith("BENCH_")]
+    endpoints += [str(r.triggers[0].settings) for r in loaded.rules if r.triggers[0].type != "cron"]
+    for endpoint in endpoints:  # loopback only
+        assert re.search(r"127\.0\.0\.1|from_env='BENCH_", endpoint), endpoint
