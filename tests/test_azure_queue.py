@@ -63,7 +63,7 @@ from eventscaler import redact as redact_module
 from eventscaler import retry
 from eventscaler.config import parse_trigger
 from eventscaler.redact import RedactingFilter, redact, register_secret
-from eventscaler.sources import azure_queue
+from eventscaler.sources import azure_common, azure_queue
 from eventscaler.sources.azure_queue import (
     AccountUrl,
     AzureQueueSettings,
@@ -659,7 +659,7 @@ def offline_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential")
     monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://127.0.0.1:9")
     # Each test starts without the process's credential, and leaves none behind.
-    monkeypatch.setattr(azure_queue, "_process_credential", None)
+    monkeypatch.setattr(azure_common, "_process_credential", None)
 
 
 @pytest.fixture(scope="module")
@@ -889,7 +889,7 @@ def test_default_azure_credential_offline_is_credential_unavailable(
     assert "\n" not in text
     assert "DefaultAzureCredential gave no Azure AD token for https://127.0.0.1:" in text
     assert "tried EnvironmentCredential: EnvironmentCredential authentication unavailable" in text
-    assert isinstance(azure_queue._process_credential, DefaultAzureCredential)
+    assert isinstance(azure_common._process_credential, DefaultAzureCredential)
     # The chain's own multi-line warning is silenced: the error above says it on one line.
     assert "Attempted credentials" not in caplog.text
 
@@ -939,7 +939,7 @@ def test_one_credential_per_process_built_lazily_and_once(
     for source in sources:
         source.close()
     assert len(built) == 1
-    assert azure_queue._process_credential is built[0]
+    assert azure_common._process_credential is built[0]
 
 
 def test_identity_clients_are_reused_per_account_url(

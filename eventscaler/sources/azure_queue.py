@@ -1,15 +1,17 @@
 """Azure Storage Queue lengths, counted the way KEDA's azure-queue scaler counts them.
 
-The only module of the daemon that imports the Azure SDK. It turns every SDK failure into a
-`QueueReadError` whose message names the queue and where the credential comes from (the
-environment variable, or the account for Azure AD), never a connection string, key or token.
+The only module of the daemon that imports the Azure Storage SDK (what it shares with
+azure-servicebus, the transport, the process's credential and the error classes, is in
+eventscaler.sources.azure_common). It turns every SDK failure into a `QueueReadError` whose message
+names the queue and where the credential comes from (the environment variable, or the account for
+Azure AD), never a connection string, key or token.
 
 Credentials:
 - a connection string from an environment variable (shared key or SAS), the default;
 - `accountName` (KEDA's name): Azure AD tokens from `azure-identity`'s `DefaultAzureCredential`,
   which finds workload identity in AKS, a managed identity, a service principal in the environment
-  or a developer's Azure CLI login. One credential per process, built on the first such trigger;
-  the account URL is `https://{account}.queue.{endpointSuffix}`.
+  or a developer's Azure CLI login. One credential per process (shared with azure-servicebus),
+  built on the first such trigger; the account URL is `https://{account}.queue.{endpointSuffix}`.
 
 Strategies:
 - `all` (default): the queue's approximate message count. It includes in-flight messages (received
@@ -26,53 +28,27 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any, cast
 
-import requests
-from azure.core.credentials import (
-    AccessToken,
-    AccessTokenInfo,
-    TokenCredential,
-    TokenRequestOptions,
-)
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceRequestTimeoutError,
-    ServiceResponseError,
-    ServiceResponseTimeoutError,
-)
-from azure.core.pipeline.transport import RequestsTransport
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from eventscaler import retry
-from eventscaler.fields import (
-    ConfigError,
-    choices,
-    parse_choice,
-    parse_env_name,
-    parse_str,
+from eventscaler.fields import parse_choice, parse_str
+from eventscaler.redact import first_line
+from eventscaler.sources import azure_common, base
+from eventscaler.sources.azure_common import (
+    NoToken,
+    TokenCredentialAdapter,
+    register_connection_secrets,
+    short_reason,
+    transient_failure,
 )
-from eventscaler.redact import first_line, redact, register_secret
-from eventscaler.sources import base
 from eventscaler.sources.base import KedaTrigger, SourceOptions, SourceType, optional, required
 from eventscaler.triggers import Trigger
 
 logger = logging.getLogger(__name__)
-
-# The SDK's HTTP logging policy logs every request and response, headers included, at INFO:
-# one line per queue per tick, and noise around every real problem.
-logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
-# A credential chain that finds no token logs a multi-line WARNING on every read (and an INFO line
-# on every token refresh); the CredentialUnavailable error carries each credential's reason on one
-# line instead.
-logging.getLogger("azure.identity._credentials.chained").setLevel(logging.ERROR)
 
 STRATEGY_ALL = "all"
 STRATEGY_VISIBLE_ONLY = "visibleonly"  # compared lower-cased: KEDA writes `visibleonly`
@@ -93,9 +69,6 @@ TIMEOUT = "Timeout"
 CONNECTION_ERROR = "ConnectionError"
 SERVICE_ERROR = "ServiceError"
 
-# A credential chain's reason lists every credential it tried: allow room for a few of them.
-_MAX_CREDENTIAL_REASON_LENGTH = 600
-
 DEFAULT_CONNECTION_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 DEFAULT_QUEUE_LENGTH = 5.0
 QUEUE_LENGTH_STRATEGIES = {"all": "all", "visibleonly": "visibleOnly"}
@@ -108,7 +81,6 @@ CLOUD_SUFFIXES = {
 }
 _QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
-_ENDPOINT_SUFFIX = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$")
 
 
 @dataclass(frozen=True)
@@ -149,10 +121,6 @@ def _parse_account(value: Any, field: str) -> str:
     return parse_str(value, field, _ACCOUNT_NAME, what)
 
 
-def _parse_suffix(value: Any, field: str) -> str:
-    return parse_str(value, field, _ENDPOINT_SUFFIX, "a DNS suffix like 'core.example.net'")
-
-
 class AzureQueue(SourceType):
     """`type: azure-queue`: the approximate message count of an Azure Storage queue."""
 
@@ -165,32 +133,17 @@ class AzureQueue(SourceType):
         required("queueName", _parse_queue_name),
         optional("queueLengthStrategy", lambda v, f: parse_choice(v, f, QUEUE_LENGTH_STRATEGIES),
                  "all"),
-        optional("connectionFromEnv", parse_env_name, DEFAULT_CONNECTION_ENV, secret_env=True),
-        optional("accountName", _parse_account, ""),
-        optional("cloud", lambda v, f: parse_choice(v, f, choices(*CLOUD_SUFFIXES)),
-                 "AzurePublicCloud"),
-        optional("endpointSuffix", _parse_suffix, ""),
+        *azure_common.credential_fields(DEFAULT_CONNECTION_ENV, "accountName", _parse_account,
+                                        CLOUD_SUFFIXES, "core.example.net"),
     )  # fmt: skip
 
     def check(self, values: dict[str, Any], data: Mapping[str, Any], field: str) -> dict[str, Any]:
         """A connection string from an env var (the default), or an account with Azure AD."""
+        values = azure_common.check_credentials(values, data, field, "accountName")
         if "accountName" not in data:
-            for key in ("cloud", "endpointSuffix"):
-                if key in data:
-                    raise ConfigError(f"{field}.{key}", "only applies together with accountName")
             return values
-        if "connectionFromEnv" in data:
-            raise ConfigError(
-                f"{field}.accountName",
-                "give connectionFromEnv (a connection string) or accountName (Azure AD), not both",
-            )
-        cloud = values["cloud"]
-        if cloud == "Private" and "endpointSuffix" not in data:
-            raise ConfigError(f"{field}.endpointSuffix", "is required with cloud 'Private'")
-        if cloud != "Private" and "endpointSuffix" in data:
-            raise ConfigError(f"{field}.endpointSuffix", "only applies with cloud 'Private'")
-        suffix = values["endpoint_suffix"] or CLOUD_SUFFIXES[cloud]
-        return {**values, "connection_from_env": "", "endpoint_suffix": suffix}
+        suffix = values["endpoint_suffix"] or CLOUD_SUFFIXES[values["cloud"]]
+        return {**values, "endpoint_suffix": suffix}
 
     def default_name(self, settings: AzureQueueSettings) -> str:
         return settings.queue_name
@@ -212,9 +165,7 @@ class AzureQueue(SourceType):
         return float(backlog)
 
     def credential_envs(self, fields: Mapping[str, Any]) -> list[str]:
-        if fields.get("accountName"):
-            return []  # Azure AD: the autoscaler's own identity, no variable
-        return [str(fields.get("connectionFromEnv") or DEFAULT_CONNECTION_ENV)]
+        return azure_common.credential_envs(fields, "accountName", DEFAULT_CONNECTION_ENV)
 
     def from_keda(self, keda: KedaTrigger) -> dict[str, Any] | None:
         metadata = keda.metadata
@@ -316,44 +267,6 @@ class _NoRetry(LinearRetry):
         return False
 
 
-class _PooledTransport(RequestsTransport):
-    """The SDK's transport with a connection pool as large as the daemon's worker pool.
-
-    Its default keeps 10 connections per account: more concurrent reads would open and discard
-    a connection each (with a urllib3 warning every time).
-    """
-
-    def __init__(self, pool_size: int, **kwargs: Any) -> None:
-        # With use_env_settings (requests' trust_env), requests re-reads the proxy variables,
-        # the CA bundle variables and ~/.netrc from the environment on every call: 15-20 % of a
-        # read's CPU here, and in a pod the environment grows with the namespace's Services.
-        # The same settings are read once instead: the CA bundle here, proxies once per host.
-        kwargs.setdefault(
-            "connection_verify",
-            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True,
-        )
-        super().__init__(use_env_settings=False, **kwargs)
-        self._pool_size = pool_size
-        self._proxies: dict[str, dict[str, str]] = {}
-
-    def send(self, request: Any, **kwargs: Any) -> Any:
-        if "proxies" not in kwargs:
-            host = urlsplit(request.url).netloc
-            proxies = self._proxies.get(host)
-            if proxies is None:  # HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as requests reads them
-                proxies = self._proxies[host] = requests.utils.get_environ_proxies(request.url)
-            kwargs["proxies"] = proxies
-        return super().send(request, **kwargs)
-
-    def _init_session(self, session: requests.Session) -> None:
-        super()._init_session(session)
-        # Retries stay off at this level, as the SDK sets them: its retry policy does the retrying.
-        no_retries = Retry(total=False, redirect=False, raise_on_status=False)
-        adapter = HTTPAdapter(pool_maxsize=self._pool_size, max_retries=no_retries)
-        for prefix in self._protocols:
-            session.mount(prefix, adapter)
-
-
 class AzureQueueSource:
     """Reads queue lengths; safe to call from many threads at once.
 
@@ -381,7 +294,7 @@ class AzureQueueSource:
         self._account_url: AccountUrl = account_url or default_account_url
         # Built on the first Azure AD trigger: a daemon with connection strings only never
         # constructs DefaultAzureCredential.
-        self._credential: _TokenCredentialAdapter | None = None
+        self._credential: TokenCredentialAdapter | None = None
         # Guards cache creation only; network calls run outside it, concurrently.
         self._lock = threading.Lock()
         self._services: dict[str, QueueServiceClient] = {}
@@ -405,10 +318,7 @@ class AzureQueueSource:
         queue = self._get_queue_client(trigger)
 
         def count_messages() -> int | None:
-            # Each call's timeout is cut to what the tick has left: a frozen service must not
-            # stretch a tick past its polling interval.
-            t = retry.call_timeout(self._timeout_seconds)
-            timeouts: dict[str, Any] = {"connection_timeout": t, "read_timeout": t}
+            timeouts = azure_common.call_timeouts(self._timeout_seconds)
             if strategy == STRATEGY_VISIBLE_ONLY:
                 peeked = queue.peek_messages(max_messages=PEEK_LIMIT, **timeouts)
                 if len(peeked) < PEEK_LIMIT:
@@ -418,7 +328,7 @@ class AzureQueueSource:
 
         try:
             count = retry.call(count_messages, transient_failure)
-        except _NoToken as exc:
+        except NoToken as exc:
             raise _credential_error(trigger, exc, queue.url) from exc.__cause__
         except AzureError as exc:
             raise _translate_error(
@@ -490,33 +400,19 @@ class AzureQueueSource:
                 self._queues[key] = queue
             return queue
 
-    def _get_credential(self, trigger: AzureQueueSettings) -> _TokenCredentialAdapter:
+    def _get_credential(self, trigger: AzureQueueSettings) -> TokenCredentialAdapter:
         """The credential of every Azure AD client of this source; called under `self._lock`."""
         if self._credential is None:
-            if self._given_credential is not None:
-                self._credential = _TokenCredentialAdapter(self._given_credential)
-            else:
-                try:
-                    inner = process_credential()
-                except ValueError as exc:
-                    # DefaultAzureCredential refuses some settings, e.g. an unknown value of
-                    # AZURE_TOKEN_CREDENTIALS; its message names the variable, never a secret.
-                    raise _error(
-                        trigger,
-                        CREDENTIAL_UNAVAILABLE,
-                        f"DefaultAzureCredential cannot be built: {_short_reason(exc)}",
-                    ) from None
-                self._credential = _TokenCredentialAdapter(inner, "DefaultAzureCredential")
+            try:
+                self._credential = azure_common.adapted_credential(self._given_credential)
+            except azure_common.NoCredential as exc:
+                raise _error(trigger, CREDENTIAL_UNAVAILABLE, str(exc)) from None
         return self._credential
 
     def _client_options(self) -> dict[str, Any]:
         """Timeouts, retries and pool size of every client, whatever its credential."""
         return {
-            "transport": _PooledTransport(
-                self._pool_size,
-                connection_timeout=self._timeout_seconds,
-                read_timeout=self._timeout_seconds,
-            ),
+            "transport": azure_common.pooled_transport(self._pool_size, self._timeout_seconds),
             "retry_policy": _NoRetry(),
         }
 
@@ -561,30 +457,6 @@ class AzureQueueSource:
             del self._queues[key]
 
 
-_process_credential: TokenCredential | None = None
-_process_credential_lock = threading.Lock()
-
-
-def process_credential() -> TokenCredential:
-    """The process's one DefaultAzureCredential, built on first use.
-
-    One object for every source and account: it caches its tokens (and a managed identity's
-    endpoint discovery), so more instances would only ask Azure AD more often.
-    """
-    global _process_credential
-    with _process_credential_lock:
-        if _process_credential is None:
-            # Imported here: a daemon with connection strings only never needs azure-identity.
-            from azure.identity import DefaultAzureCredential
-
-            _process_credential = DefaultAzureCredential()
-            logger.info(
-                "Azure AD credential: DefaultAzureCredential (workload identity, managed identity, "
-                "environment or Azure CLI, whichever is set up first)"
-            )
-        return _process_credential
-
-
 def default_account_url(trigger: AzureQueueSettings) -> str:
     """`https://{account}.queue.{suffix}`, the suffix of the trigger's cloud or its own."""
     suffix = trigger.endpoint_suffix or CLOUD_SUFFIXES.get(trigger.cloud, "")
@@ -597,105 +469,16 @@ def default_account_url(trigger: AzureQueueSettings) -> str:
     return f"https://{trigger.account_name}.queue.{suffix}"
 
 
-class _NoToken(Exception):
-    """The credential gave no token. Raised from inside the SDK pipeline, chained to the cause.
-
-    Deliberately not an AzureError: the storage retry policy retries those, and a credential
-    chain already retries on its own (a managed identity endpoint, say); running it twice per
-    read would only double the wait for the same answer.
-    """
-
-    def __init__(self, credential_name: str) -> None:
-        super().__init__(f"{credential_name} gave no token")
-        self.credential_name = credential_name
-
-
-class _TokenCredentialAdapter:
-    """Wraps a TokenCredential: registers each token it hands out for log redaction, and turns
-    its failures into `_NoToken` so they are told apart from the storage service's answers.
-
-    The SDK prefers `get_token_info` (the newer protocol) and falls back to `get_token`.
-    """
-
-    def __init__(self, inner: TokenCredential, name: str | None = None) -> None:
-        self._inner = inner
-        self.name = name or type(inner).__name__
-
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        try:
-            token = self._inner.get_token(
-                *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
-            )
-        except AzureError as exc:
-            raise _NoToken(self.name) from exc
-        register_secret(token.token, ephemeral=True)
-        return token
-
-    def get_token_info(
-        self, *scopes: str, options: TokenRequestOptions | None = None
-    ) -> AccessTokenInfo:
-        try:
-            get_info = getattr(self._inner, "get_token_info", None)
-            if get_info is not None:
-                info: AccessTokenInfo = get_info(*scopes, options=options)
-            else:
-                extra: dict[str, Any] = dict(options or {})
-                token = self._inner.get_token(*scopes, **extra)
-                info = AccessTokenInfo(token.token, token.expires_on)
-        except AzureError as exc:
-            raise _NoToken(self.name) from exc
-        register_secret(info.token, ephemeral=True)
-        return info
-
-
-def register_connection_secrets(connection_string: str) -> dict[str, str]:
-    """Tell the log redaction about a connection string and the secret parts inside it.
-
-    Returns the parts, names lower-cased (`accountkey`, `sharedaccesssignature`, ...).
-    """
-    register_secret(connection_string)
-    parts: dict[str, str] = {}
-    for part in connection_string.split(";"):
-        name, _, value = part.partition("=")
-        parts[name.strip().lower()] = value.strip()
-    register_secret(parts.get("accountkey", ""))
-    sas = parts.get("sharedaccesssignature", "")
-    register_secret(sas)
-    # The signature travels in request URLs (and so in SDK errors) in either encoding.
-    for param in sas.lstrip("?").split("&"):
-        key, _, sig = param.partition("=")
-        if key == "sig":
-            for variant in (sig, unquote(sig), quote(unquote(sig), safe="")):
-                register_secret(variant)
-    return parts
-
-
-def transient_failure(exc: Exception) -> retry.Transient | None:
-    """Connection errors, timeouts, 5xx and 429 (with its Retry-After) are worth another try."""
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return retry.Transient()
-    if isinstance(exc, HttpResponseError):
-        return retry.after_status(exc.status_code, getattr(exc.response, "headers", None))
-    return None
-
-
 def _error(trigger: AzureQueueSettings, kind: str, detail: str) -> QueueReadError:
     message = f"azure queue {trigger.queue_name!r} ({trigger.credential_source}): {kind}: {detail}"
     return QueueReadError(trigger.queue_name, kind, message)
 
 
-def _credential_error(trigger: AzureQueueSettings, exc: _NoToken, url: str) -> QueueReadError:
+def _credential_error(trigger: AzureQueueSettings, exc: NoToken, url: str) -> QueueReadError:
     """One line: which credential found no token for which account, and each reason it gave."""
     account_url = url.split("?", 1)[0].rsplit("/", 1)[0]  # the queue's URL, less the queue
     cause = exc.__cause__
-    reason = _credential_reason(cause) if cause is not None else "no reason given"
+    reason = azure_common.credential_reason(cause) if cause is not None else "no reason given"
     return _error(
         trigger,
         CREDENTIAL_UNAVAILABLE,
@@ -703,77 +486,50 @@ def _credential_error(trigger: AzureQueueSettings, exc: _NoToken, url: str) -> Q
     )
 
 
-def _credential_reason(exc: BaseException) -> str:
-    """A credential error on one line, redacted and truncated.
-
-    A chain's message (DefaultAzureCredential, ChainedTokenCredential) runs to a dozen lines:
-    a header, then one `\tName: reason` entry per credential tried, each reason possibly followed
-    by a troubleshooting link on lines of its own. Each entry's first line is kept.
-    """
-    text = str(getattr(exc, "message", None) or exc)
-    head, marker, rest = text.partition("Attempted credentials:")
-    if marker:
-        tried = [entry.strip().splitlines()[0] for entry in rest.split("\n\t") if entry.strip()]
-        reason = "tried " + "; ".join(tried)
-    else:
-        lines = [line.strip() for line in head.splitlines() if line.strip()]
-        reason = lines[0] if lines else type(exc).__name__
-    reason = redact(reason)
-    if len(reason) > _MAX_CREDENTIAL_REASON_LENGTH:
-        reason = reason[: _MAX_CREDENTIAL_REASON_LENGTH - 3] + "..."
-    return reason
-
-
 def _translate_error(
     exc: AzureError, trigger: AzureQueueSettings, host: str, timeout: float
 ) -> QueueReadError:
-    if isinstance(exc, ResourceNotFoundError):
+    failure = azure_common.classify(exc)
+    if failure == azure_common.NOT_FOUND:
         return _error(trigger, QUEUE_NOT_FOUND, "the queue does not exist")
-    if isinstance(exc, ClientAuthenticationError) and exc.response is None:
+    if failure == azure_common.NOT_SIGNED:
         if trigger.uses_identity:
-            # A token credential fails through _NoToken; this is one that broke some other way.
-            return _error(trigger, CREDENTIAL_UNAVAILABLE, _short_reason(exc))
+            # A token credential fails through NoToken; this is one that broke some other way.
+            return _error(trigger, CREDENTIAL_UNAVAILABLE, short_reason(exc))
         # Signing failed before any request was sent: the key is not valid base64.
         return _error(trigger, INVALID_CONNECTION_STRING, "the account key cannot sign requests")
-    if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
-        code = _error_code(exc)
-        refused = f"{host} refused the credentials (HTTP {exc.status_code} {code})"
-        if not trigger.uses_identity:
-            return _error(trigger, AUTHENTICATION_FAILED, f"{refused}: check the key or SAS")
-        # The service says why it refused a token ("Invalid token audience.", "...expired"...).
-        info = getattr(exc, "additional_info", None) or {}
-        detail = info.get("authenticationerrordetail") if isinstance(info, dict) else None
-        why = f" ({first_line(str(detail))})" if detail else ""
-        return _error(
-            trigger,
-            AUTHENTICATION_FAILED,
-            f"{refused}{why}: check the identity's role on the account (Storage Queue Data Reader)",
-        )
-    if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
-        return _error(
-            trigger,
-            TIMEOUT,
-            f"no answer from {host} (timeout {timeout:g} s per try)",
-        )
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return _error(trigger, CONNECTION_ERROR, f"cannot reach {host}: {_short_reason(exc)}")
-    if isinstance(exc, HttpResponseError):
-        code = _error_code(exc)
-        return _error(
-            trigger, SERVICE_ERROR, f"HTTP {exc.status_code} {code}: {_short_reason(exc)}"
-        )
-    return _error(trigger, SERVICE_ERROR, f"{type(exc).__name__}: {_short_reason(exc)}")
+    if failure == azure_common.REFUSED:
+        return _refused(cast(HttpResponseError, exc), trigger, host)
+    if failure == azure_common.TIMEOUT:
+        return _error(trigger, TIMEOUT, f"no answer from {host} (timeout {timeout:g} s per try)")
+    if failure == azure_common.UNREACHABLE:
+        return _error(trigger, CONNECTION_ERROR, f"cannot reach {host}: {short_reason(exc)}")
+    if failure == azure_common.HTTP_ERROR:
+        status, code = cast(HttpResponseError, exc).status_code, _error_code(exc)
+        return _error(trigger, SERVICE_ERROR, f"HTTP {status} {code}: {short_reason(exc)}")
+    return _error(trigger, SERVICE_ERROR, f"{type(exc).__name__}: {short_reason(exc)}")
 
 
-def _error_code(exc: HttpResponseError) -> str:
+def _refused(exc: HttpResponseError, trigger: AzureQueueSettings, host: str) -> QueueReadError:
+    """HTTP 401 or 403: what to check, for a key or SAS, or for an identity."""
+    refused = f"{host} refused the credentials (HTTP {exc.status_code} {_error_code(exc)})"
+    if not trigger.uses_identity:
+        return _error(trigger, AUTHENTICATION_FAILED, f"{refused}: check the key or SAS")
+    # The service says why it refused a token ("Invalid token audience.", "...expired"...).
+    info = getattr(exc, "additional_info", None) or {}
+    detail = info.get("authenticationerrordetail") if isinstance(info, dict) else None
+    why = f" ({first_line(str(detail))})" if detail else ""
+    return _error(
+        trigger,
+        AUTHENTICATION_FAILED,
+        f"{refused}{why}: check the identity's role on the account (Storage Queue Data Reader)",
+    )
+
+
+def _error_code(exc: AzureError) -> str:
     code = getattr(exc, "error_code", None)  # set by the storage SDK, not declared by azure-core
     # The SDK gives either a plain string or a StorageErrorCode str-enum member.
     return str(getattr(code, "value", code) or "no error code")
-
-
-def _short_reason(exc: Exception) -> str:
-    """First line of an SDK message (they run to pages of XML), redacted and truncated."""
-    return first_line(str(getattr(exc, "message", None) or exc)) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -785,20 +541,7 @@ def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> bool:
     metadata = keda.metadata
     env, account = _keda_connection_env(keda), metadata.get("accountName")
     if env:
-        out["connectionFromEnv"] = str(env)
-        keda.note(
-            "metadata.connectionFromEnv" if "connectionFromEnv" in metadata else "metadata",
-            f"KEDA reads {env} from the scaled Deployment's container; eventscaler reads it "
-            f"from its own: give the autoscaler's container an env var {env} from the same "
-            "Secret (`convert --out DIR` writes that env entry when it finds the Deployment)",
-        )
-        for key in ("accountName", "cloud", "endpointSuffix"):
-            if key in metadata:
-                keda.lost(
-                    f"metadata.{key}",
-                    "a connection string is used (connectionFromEnv): "
-                    "the account and endpoint come from it",
-                )
+        _keda_connection_from_env(keda, env, out)
     elif account:
         out["accountName"] = str(account)
         if not _keda_cloud(keda, out):
@@ -820,6 +563,25 @@ def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> bool:
             f"{DEFAULT_CONNECTION_ENV}",
         )
     return True
+
+
+def _keda_connection_from_env(keda: KedaTrigger, env: str, out: dict[str, Any]) -> None:
+    """A connection string from `env`: what to give the autoscaler, and what is then ignored."""
+    metadata = keda.metadata
+    out["connectionFromEnv"] = env
+    keda.note(
+        "metadata.connectionFromEnv" if "connectionFromEnv" in metadata else "metadata",
+        f"KEDA reads {env} from the scaled Deployment's container; eventscaler reads it "
+        f"from its own: give the autoscaler's container an env var {env} from the same "
+        "Secret (`convert --out DIR` writes that env entry when it finds the Deployment)",
+    )
+    for key in ("accountName", "cloud", "endpointSuffix"):
+        if key in metadata:
+            keda.lost(
+                f"metadata.{key}",
+                "a connection string is used (connectionFromEnv): "
+                "the account and endpoint come from it",
+            )
 
 
 def _keda_connection_env(keda: KedaTrigger) -> str | None:
@@ -847,16 +609,9 @@ def _keda_connection_env(keda: KedaTrigger) -> str | None:
     return None
 
 
-# KEDA's cloud names (matched without case, as its EnvironmentFromName does) and the rule file's
-# name for the same cloud. An empty or absent cloud is the public cloud in both. KEDA's
-# AzureGermanCloud (closed in 2021) is written as Private with its storage suffix.
-KEDA_CLOUDS = {
-    "azurepubliccloud": "AzurePublicCloud",
-    "azurecloud": "AzurePublicCloud",
-    "azureusgovernmentcloud": "AzureUSGovernmentCloud",
-    "azureusgovernment": "AzureUSGovernmentCloud",
-    "azurechinacloud": "AzureChinaCloud",
-}
+# KEDA's cloud names: azure_common.KEDA_CLOUDS. KEDA's AzureGermanCloud (closed in 2021) is
+# written as Private with its storage suffix.
+KEDA_CLOUDS = azure_common.KEDA_CLOUDS
 KEDA_GERMAN_CLOUD_SUFFIX = "core.cloudapi.de"
 # KEDA's endpointSuffix (cloud Private) is all of the host after the account name
 # (queue.core.example.net); the rule file's is what follows "queue." (core.example.net).
@@ -916,8 +671,7 @@ def _keda_private_cloud(keda: KedaTrigger, suffix: str, out: dict[str, Any]) -> 
 def _explain_keda_auth(
     keda: KedaTrigger, out: dict[str, Any], uses_env: bool, account: bool
 ) -> None:
-    ref = keda.auth_ref
-    what = f"{ref.get('kind') or 'TriggerAuthentication'} {ref.get('name', '')}"
+    what = azure_common.auth_name(keda)
     base = f"{what}: eventscaler does not read TriggerAuthentications; it takes the connection "
     base += "string from its own environment (connectionFromEnv)"
     if out.get("accountName"):
@@ -941,20 +695,10 @@ def _auth_advice(keda: KedaTrigger, out: dict[str, Any], what: str, account: boo
             "'connection', expose that key to the autoscaler as an env var, and set "
             f"connectionFromEnv to its name (now {DEFAULT_CONNECTION_ENV}, the default)"
         )
-    spec = keda.auth.get("spec") or {}
-    provider = (spec.get("podIdentity") or {}).get("provider")
-    secrets = [s for s in spec.get("secretTargetRef") or [] if isinstance(s, Mapping)]
-    secret = next((s for s in secrets if s.get("parameter") == "connection"), None)
+    secret = azure_common.auth_secret(keda)
     if secret is not None:
-        env = keda.env_name(f"{keda.auth_ref.get('name', '')}_connection")
-        out["connectionFromEnv"] = env
-        return (
-            f". {what} maps 'connection' to Secret {secret.get('name')} key "
-            f"{secret.get('key')}: set connectionFromEnv {env} (done) and add to the "
-            f"autoscaler's container: env: [{{name: {env}, valueFrom: {{secretKeyRef: "
-            f"{{name: {secret.get('name')}, key: {secret.get('key')}}}}}}}] (copy the "
-            "Secret to the autoscaler's namespace first)"
-        )
+        return ". " + azure_common.secret_to_env(keda, secret, out)
+    provider = azure_common.auth_provider(keda)
     if provider and provider != "none":
         hint = " and accountName is missing, so KEDA itself would refuse it" if not account else ""
         return (

@@ -19,6 +19,8 @@ Credentials:
 
 The SDK is imported when the first reader opens: the registry imports this module only for a rule
 of this type. The SDK's own retries are off; ours (eventscaler.retry) are bounded by the tick.
+What the two Azure sources share (the credential fields, the transport, the process's one
+DefaultAzureCredential, the error classes) is in eventscaler.sources.azure_common.
 """
 
 from __future__ import annotations
@@ -30,24 +32,24 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote, unquote
+from typing import TYPE_CHECKING, Any
 
 from eventscaler import retry
-from eventscaler.fields import (
-    ConfigError,
-    choices,
-    parse_bool,
-    parse_choice,
-    parse_env_name,
-    parse_str,
-    parse_text,
-    show,
+from eventscaler.fields import ConfigError, parse_bool, parse_choice, parse_str, parse_text, show
+from eventscaler.redact import first_line
+from eventscaler.sources import azure_common, base
+from eventscaler.sources.azure_common import (
+    NoToken,
+    TokenCredentialAdapter,
+    register_connection_secrets,
+    short_reason,
+    transient_failure,
 )
-from eventscaler.redact import first_line, register_secret
-from eventscaler.sources import base
 from eventscaler.sources.base import KedaTrigger, SourceOptions, SourceType, optional
 from eventscaler.triggers import Trigger
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,6 @@ CLOUD_SUFFIXES = {
 _ENTITY_NAME = re.compile(r"^(?=.{1,260}$)[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9_])?$")
 _SUBSCRIPTION_NAME = re.compile(r"^(?=.{1,50}$)[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9_])?$")
 _NAMESPACE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9]$")
-_ENDPOINT_SUFFIX = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)+$")
 _DETAIL = re.compile(r"<Detail>(.*?)</Detail>", re.DOTALL)
 
 # SourceError codes of this source.
@@ -75,9 +76,6 @@ AUTHENTICATION_FAILED = "AuthenticationFailed"
 MISSING_CONNECTION_STRING = "MissingConnectionString"
 INVALID_CONNECTION_STRING = "InvalidConnectionString"
 CREDENTIAL_UNAVAILABLE = "CredentialUnavailable"
-
-# The SDK's HTTP logging policy logs every request and response at INFO: noise every tick.
-logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -123,6 +121,11 @@ def _text(value: Any, field: str) -> str:
     return parse_text(value, field)
 
 
+def _parse_namespace(value: Any, field: str) -> str:
+    what = "a Service Bus namespace name (6-50 letters, digits and hyphens, without the domain)"
+    return parse_str(value, field, _NAMESPACE, what)
+
+
 class AzureServiceBus(SourceType):
     """`type: azure-servicebus`: the active messages of a queue or a topic's subscription."""
 
@@ -135,13 +138,8 @@ class AzureServiceBus(SourceType):
         optional("queueName", _text, ""),
         optional("topicName", _text, ""),
         optional("subscriptionName", _text, ""),
-        optional("connectionFromEnv", parse_env_name, DEFAULT_CONNECTION_ENV, secret_env=True),
-        optional("namespace", lambda v, f: parse_str(v, f, _NAMESPACE, "a Service Bus namespace "
-                 "name (6-50 letters, digits and hyphens, without the domain)"), ""),
-        optional("cloud", lambda v, f: parse_choice(v, f, choices(*CLOUD_SUFFIXES)),
-                 "AzurePublicCloud"),
-        optional("endpointSuffix", lambda v, f: parse_str(v, f, _ENDPOINT_SUFFIX,
-                 "a DNS suffix like 'servicebus.example.net'"), ""),
+        *azure_common.credential_fields(DEFAULT_CONNECTION_ENV, "namespace", _parse_namespace,
+                                        CLOUD_SUFFIXES, "servicebus.example.net"),
         optional("useRegex", parse_bool, False),
         optional("operation", lambda v, f: parse_choice(v, f, OPERATIONS), "sum"),
     )  # fmt: skip
@@ -151,7 +149,7 @@ class AzureServiceBus(SourceType):
         _check_entity(values, data, field)
         if "operation" in data and not values["use_regex"]:
             raise ConfigError(f"{field}.operation", "only applies with useRegex: true")
-        return _check_credentials(values, data, field)
+        return azure_common.check_credentials(values, data, field, "namespace")
 
     def default_name(self, settings: ServiceBusSettings) -> str:
         if settings.queue_name:
@@ -173,9 +171,7 @@ class AzureServiceBus(SourceType):
         return float(backlog)
 
     def credential_envs(self, fields: Mapping[str, Any]) -> list[str]:
-        if fields.get("namespace"):
-            return []  # Azure AD: the autoscaler's own identity, no variable
-        return [str(fields.get("connectionFromEnv") or DEFAULT_CONNECTION_ENV)]
+        return azure_common.credential_envs(fields, "namespace", DEFAULT_CONNECTION_ENV)
 
     def from_keda(self, keda: KedaTrigger) -> dict[str, Any] | None:
         return _from_keda(self, keda)
@@ -222,28 +218,6 @@ def _compile_pattern(pattern: str, field: str) -> re.Pattern[str]:
         raise ConfigError(field, why) from None
 
 
-def _check_credentials(
-    values: dict[str, Any], data: Mapping[str, Any], field: str
-) -> dict[str, Any]:
-    """A connection string from an env var (the default), or a namespace with Azure AD."""
-    if "namespace" not in data:
-        for key in ("cloud", "endpointSuffix"):
-            if key in data:
-                raise ConfigError(f"{field}.{key}", "only applies together with namespace")
-        return values
-    if "connectionFromEnv" in data:
-        raise ConfigError(
-            f"{field}.namespace",
-            "give connectionFromEnv (a connection string) or namespace (Azure AD), not both",
-        )
-    cloud = values["cloud"]
-    if cloud == "Private" and "endpointSuffix" not in data:
-        raise ConfigError(f"{field}.endpointSuffix", "is required with cloud 'Private'")
-    if cloud != "Private" and "endpointSuffix" in data:
-        raise ConfigError(f"{field}.endpointSuffix", "only applies with cloud 'Private'")
-    return {**values, "connection_from_env": ""}
-
-
 def servicebus_trigger(
     message_count: float = DEFAULT_MESSAGE_COUNT,
     activation: float = 0.0,
@@ -282,9 +256,6 @@ def _error(settings: ServiceBusSettings, code: str, detail: str) -> base.SourceE
     return base.SourceError(KIND_OF_CODE[code], message, code)
 
 
-Credential = Callable[[], Any]  # builds the process's TokenCredential
-
-
 class ServiceBusSource:
     """Reads queue and subscription lengths; safe to call from many threads at once.
 
@@ -301,13 +272,16 @@ class ServiceBusSource:
         environ: Mapping[str, str] | None = None,
         timeout_seconds: float = 5.0,
         pool_size: int = 16,
-        credential: Any = None,
+        credential: TokenCredential | None = None,
         namespace_host: Callable[[ServiceBusSettings], str] | None = None,
     ) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._timeout = timeout_seconds
         self._pool_size = pool_size
-        self._credential = credential
+        self._given_credential = credential
+        # Built on the first namespace trigger (the process's one DefaultAzureCredential, shared
+        # with azure-queue): a daemon with connection strings only never constructs it.
+        self._credential: TokenCredentialAdapter | None = None
         self._namespace_host = namespace_host or (lambda s: s.fully_qualified_namespace)
         self._lock = threading.Lock()  # guards the caches; calls run outside it
         self._clients: dict[str, Any] = {}
@@ -319,6 +293,9 @@ class ServiceBusSource:
 
         try:
             return retry.call(lambda: _count(client, settings, self._timeout), transient_failure)
+        except NoToken as exc:
+            reason = short_reason(exc.__cause__ or exc)
+            raise _error(settings, CREDENTIAL_UNAVAILABLE, f"no Azure AD token: {reason}") from None
         except AzureError as exc:
             raise _translate(exc, settings, host, self._timeout) from None
 
@@ -332,7 +309,7 @@ class ServiceBusSource:
     def _client(self, settings: ServiceBusSettings) -> tuple[Any, str]:
         if settings.uses_identity:
             host = self._namespace_host(settings)
-            key, build = host, lambda: self._identity_client(host)
+            key, build = host, lambda: self._identity_client(host, settings)
         else:
             connection = self._environ.get(settings.connection_from_env, "").strip()
             if not connection:
@@ -362,33 +339,25 @@ class ServiceBusSource:
                          "the connection string is malformed (Endpoint=sb://...;"
                          "SharedAccessKeyName=...;SharedAccessKey=...)") from None  # fmt: skip
 
-    def _identity_client(self, host: str) -> Any:
+    def _identity_client(self, host: str, settings: ServiceBusSettings) -> Any:
+        """Called under `self._lock`: the credential is built once per source."""
         from azure.servicebus.management import ServiceBusAdministrationClient
 
         if self._credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            self._credential = DefaultAzureCredential()
-            logger.info("Azure AD credential for Service Bus: DefaultAzureCredential")
-        credential = _RegisteringCredential(self._credential)
-        return ServiceBusAdministrationClient(host, credential, **self._client_options())
+            try:
+                self._credential = azure_common.adapted_credential(self._given_credential)
+            except azure_common.NoCredential as exc:
+                raise _error(settings, CREDENTIAL_UNAVAILABLE, str(exc)) from None
+        return ServiceBusAdministrationClient(host, self._credential, **self._client_options())
 
     def _client_options(self) -> dict[str, Any]:
-        from azure.core.pipeline.transport import RequestsTransport
-
-        # The CA bundle is read once (requests' trust_env re-reads the environment per call).
-        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        transport = RequestsTransport(
-            connection_timeout=self._timeout,
-            read_timeout=self._timeout,
-            connection_verify=verify,
-        )
+        """Timeouts, pool size and no SDK retries, whatever the credential."""
+        transport = azure_common.pooled_transport(self._pool_size, self._timeout)
         return {"transport": transport, "retry_total": 0}
 
 
 def _count(client: Any, settings: ServiceBusSettings, timeout: float) -> float:
-    t = retry.call_timeout(timeout)
-    timeouts = {"connection_timeout": t, "read_timeout": t}
+    timeouts = azure_common.call_timeouts(timeout)
     if not settings.use_regex:
         if settings.queue_name:
             props = client.get_queue_runtime_properties(settings.queue_name, **timeouts)
@@ -426,81 +395,41 @@ def combine(counts: list[float], operation: str) -> float:
 
 def _endpoint_host(connection: str) -> str:
     """The namespace host of a connection string, for messages (never a secret)."""
-    for part in connection.split(";"):
-        name, _, value = part.partition("=")
-        if name.strip().lower() == "endpoint":
-            return value.strip().split("//", 1)[-1].rstrip("/") or "the namespace"
-    return "the namespace"
-
-
-def register_connection_secrets(connection: str) -> None:
-    """Tell the log redaction about a connection string and the secrets inside it."""
-    register_secret(connection)
-    for part in connection.split(";"):
-        name, _, value = part.partition("=")
-        if name.strip().lower() in ("sharedaccesskey", "sharedaccesssignature"):
-            register_secret(value.strip())
-        # A SAS token's signature travels on its own too, in either encoding.
-        for param in value.split("&") if name.strip().lower() == "sharedaccesssignature" else ():
-            key, _, sig = param.partition("=")
-            if key.strip() == "sig":
-                for variant in (sig, unquote(sig), quote(unquote(sig), safe="")):
-                    register_secret(variant)
-
-
-class _RegisteringCredential:
-    """A TokenCredential whose tokens are registered for redaction as they are handed out."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        token = self._inner.get_token(*scopes, **kwargs)
-        register_secret(token.token, ephemeral=True)
-        return token
-
-
-def transient_failure(exc: Exception) -> retry.Transient | None:
-    """Connection errors, timeouts, 5xx and 429 (with its Retry-After) are worth another try."""
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return retry.Transient()
-    if isinstance(exc, HttpResponseError):
-        return retry.after_status(exc.status_code, getattr(exc.response, "headers", None))
-    return None
+    endpoint = azure_common.connection_parts(connection).get("endpoint", "")
+    return endpoint.split("//", 1)[-1].rstrip("/") or "the namespace"
 
 
 def _translate(
     exc: Exception, settings: ServiceBusSettings, host: str, timeout: float
 ) -> base.SourceError:
-    from azure.core import exceptions as errors
-
+    failure = azure_common.classify(exc)
     status = getattr(exc, "status_code", None)
-    if isinstance(exc, errors.ResourceNotFoundError):
-        if settings.queue_name:
-            what = "the queue does not exist"
-        elif settings.use_regex:
-            what = "the topic does not exist"
-        else:
-            what = "the subscription or its topic does not exist"
-        return _error(settings, ENTITY_NOT_FOUND, f"{what} in {host}")
-    if isinstance(exc, errors.ClientAuthenticationError) and getattr(exc, "response", None) is None:
-        return _error(settings, CREDENTIAL_UNAVAILABLE, f"no Azure AD token: {_reason(exc)}")
-    if status in (401, 403):
+    if failure == azure_common.NOT_FOUND:
+        return _error(settings, ENTITY_NOT_FOUND, f"{_missing(settings)} in {host}")
+    if failure == azure_common.NOT_SIGNED:
+        return _error(settings, CREDENTIAL_UNAVAILABLE, f"no Azure AD token: {short_reason(exc)}")
+    if failure == azure_common.REFUSED:
         return _error(
             settings,
             AUTHENTICATION_FAILED,
             f"{host} refused the credentials (HTTP {status}: {_service_detail(exc)}): check the "
             "key, and that its policy has the Manage claim (reading runtime properties needs it)",
         )
-    if isinstance(exc, (errors.ServiceRequestTimeoutError, errors.ServiceResponseTimeoutError)):
+    if failure == azure_common.TIMEOUT:
         return _error(settings, base.TIMEOUT, f"no answer from {host} (timeout {timeout:g} s)")
-    if isinstance(exc, (errors.ServiceRequestError, errors.ServiceResponseError)):
-        return _error(settings, base.UNAVAILABLE, f"cannot reach {host}: {_reason(exc)}")
-    if status is not None:
+    if failure == azure_common.UNREACHABLE:
+        return _error(settings, base.UNAVAILABLE, f"cannot reach {host}: {short_reason(exc)}")
+    if failure == azure_common.HTTP_ERROR and status is not None:
         return _error(settings, base.SERVICE_ERROR, f"HTTP {status}: {_service_detail(exc)}")
-    return _error(settings, base.SERVICE_ERROR, f"{type(exc).__name__}: {_reason(exc)}")
+    return _error(settings, base.SERVICE_ERROR, f"{type(exc).__name__}: {short_reason(exc)}")
+
+
+def _missing(settings: ServiceBusSettings) -> str:
+    if settings.queue_name:
+        return "the queue does not exist"
+    if settings.use_regex:
+        return "the topic does not exist"
+    return "the subscription or its topic does not exist"
 
 
 def _service_detail(exc: Exception) -> str:
@@ -511,13 +440,8 @@ def _service_detail(exc: Exception) -> str:
     except Exception:  # noqa: BLE001 - no body is a fine answer here
         body = ""
     found = _DETAIL.search(body or "")
-    detail = found.group(1) if found else _reason(exc)
+    detail = found.group(1) if found else short_reason(exc)
     return first_line(detail.split(" TrackingId:")[0].strip()) or "no detail"
-
-
-def _reason(exc: Exception) -> str:
-    """First line of an SDK message, redacted and truncated."""
-    return first_line(str(getattr(exc, "message", None) or exc)) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,14 +449,7 @@ def _reason(exc: Exception) -> str:
 
 
 # KEDA's cloud names (matched without case) and the rule file's.
-KEDA_CLOUDS = {
-    "azurepubliccloud": "AzurePublicCloud",
-    "azurecloud": "AzurePublicCloud",
-    "azureusgovernmentcloud": "AzureUSGovernmentCloud",
-    "azureusgovernment": "AzureUSGovernmentCloud",
-    "azurechinacloud": "AzureChinaCloud",
-    "private": "Private",
-}
+KEDA_CLOUDS = {**azure_common.KEDA_CLOUDS, "private": "Private"}
 # Metadata convert reads that the rule file spells otherwise (KEDA v1's names).
 KEDA_V1_KEYS = {"connection": "connectionFromEnv", "queueLength": "messageCount"}
 _IDENTITY_KEYS = ("namespace", "cloud", "endpointSuffix")
@@ -575,57 +492,28 @@ class _Renamed:
 
 def _keda_credentials(keda: KedaTrigger, out: dict[str, Any]) -> None:
     """connectionFromEnv, a TriggerAuthentication's Secret, or workload identity with namespace."""
-    secret = _auth_secret(keda)
-    provider = _auth_provider(keda)
+    secret = azure_common.auth_secret(keda)
+    what = azure_common.auth_name(keda) if isinstance(keda.auth_ref, Mapping) else ""
     if secret is not None and "connectionFromEnv" not in out:
-        env = keda.env_name(f"{keda.auth_ref.get('name', '')}_connection")
-        out["connectionFromEnv"] = env
-        keda.note("authenticationRef", f"{_auth_name(keda)} maps 'connection' to Secret "
-                  f"{secret.get('name')} key {secret.get('key')}: set connectionFromEnv {env} "
-                  f"(done) and add to the autoscaler's container: env: [{{name: {env}, valueFrom: "
-                  f"{{secretKeyRef: {{name: {secret.get('name')}, key: {secret.get('key')}}}}}}}] "
-                  "(copy the Secret to the autoscaler's namespace first)")  # fmt: skip
+        keda.note("authenticationRef", azure_common.secret_to_env(keda, secret, out))
     elif "connectionFromEnv" in out:
         env = out["connectionFromEnv"]
         keda.note("metadata.connectionFromEnv", f"KEDA reads {env} from the scaled workload's "
                   f"container; eventscaler reads it from its own: give the autoscaler's "
                   f"container an env var {env} from the same Secret")  # fmt: skip
-    elif provider == "azure-workload" and out.get("namespace"):
-        keda.note("authenticationRef", f"{_auth_name(keda)}: workload identity; eventscaler "
-                  f"reads namespace {out['namespace']} with its own Azure AD identity "
-                  "(DefaultAzureCredential): give the autoscaler's ServiceAccount workload "
-                  "identity and the Azure Service Bus Data Owner role")  # fmt: skip
+    elif azure_common.auth_provider(keda) == "azure-workload" and out.get("namespace"):
+        keda.note("authenticationRef", f"{what}: workload identity; eventscaler reads namespace "
+                  f"{out['namespace']} with its own Azure AD identity (DefaultAzureCredential): "
+                  "give the autoscaler's ServiceAccount workload identity and the Azure Service "
+                  "Bus Data Owner role")  # fmt: skip
         return
-    elif isinstance(keda.auth_ref, Mapping):
-        keda.lost("authenticationRef", f"{_auth_name(keda)} is not in this input or maps no "
-                  "'connection' this converter can follow: expose the connection string to the "
-                  "autoscaler as an env var and set connectionFromEnv to its name (now "
+    elif what:
+        keda.lost("authenticationRef", f"{what} is not in this input or maps no 'connection' "
+                  "this converter can follow: expose the connection string to the autoscaler as "
+                  "an env var and set connectionFromEnv to its name (now "
                   f"{DEFAULT_CONNECTION_ENV}, the default)")  # fmt: skip
     for key in _IDENTITY_KEYS:
         if key in out:
             keda.lost(f"metadata.{key}", "a connection string is used: the namespace comes "
                                          "from it; left out")  # fmt: skip
             out.pop(key)
-
-
-def _auth_name(keda: KedaTrigger) -> str:
-    ref = keda.auth_ref
-    return f"{ref.get('kind') or 'TriggerAuthentication'} {ref.get('name', '')}"
-
-
-def _auth_spec(keda: KedaTrigger) -> Mapping[str, Any]:
-    if not isinstance(keda.auth_ref, Mapping) or keda.auth is None:
-        return {}
-    spec = keda.auth.get("spec") or {}
-    return spec if isinstance(spec, Mapping) else {}
-
-
-def _auth_secret(keda: KedaTrigger) -> Mapping[str, Any] | None:
-    refs = _auth_spec(keda).get("secretTargetRef") or []
-    found = [r for r in refs if isinstance(r, Mapping) and r.get("parameter") == "connection"]
-    return found[0] if found else None
-
-
-def _auth_provider(keda: KedaTrigger) -> str:
-    identity = _auth_spec(keda).get("podIdentity") or {}
-    return str(identity.get("provider") or "") if isinstance(identity, Mapping) else ""
