@@ -1045,7 +1045,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="end with one reading per source type against its bare client call "
-        "(bench/readings.py, this checkout's sources, about 3 minutes; default on)",
+        "(bench/readings.py, this checkout's sources, 3-4 minutes; default on)",
     )
     add(
         "--readings-reads",
