@@ -20,6 +20,9 @@ and each source's server (Azurite for azure-queue), as rules grow. See docs/perf
    row is the largest N's run; bench/sources.py is the hook for the others).
 5. The cluster-size check: the smallest N again, with `--unrelated` more Deployments in the rules'
    namespace; the daemon's RSS must not change.
+6. One reading per source (`--readings`, on by default; `--no-readings` skips it): for every
+   source type, its real server on 127.0.0.1, the CPU of one reading through the daemon's reader
+   against one bare call of the same client library (bench/readings.py, in a child process).
 
 Prints the tables and each target's verdict, and writes everything as JSON (`--json`, default
 bench/results.json). Everything it starts is stopped on exit, on failure and on Ctrl-C.
@@ -62,6 +65,7 @@ from bench.procstat import (
     read_rss_bytes,
     read_system_busy_seconds,
 )
+from bench.readings import render_json_rows
 from bench.sources import BENCH_SOURCES, BenchSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -913,6 +917,12 @@ def render(report: dict[str, Any]) -> str:
             f"loaded): RSS {fmt(idle['rss_mib'], '.1f')} MiB, "
             f"VmHWM {fmt(idle['hwm_mib'], '.1f')} MiB"
         )
+    if report.get("readings"):
+        lines.append(
+            "\none reading per source (bench/readings.py: CPU of the reading process, the "
+            "server's not counted):"
+        )
+        lines.append(render_json_rows(report["readings"]))
     for r in [r for r in report["results"] if "profile" in r]:
         p = r["profile"]
         lines.append(f"\nprofile at {r['rules']} rules ({p['samples']} samples, {p['file']}):")
@@ -1069,6 +1079,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "from its decision lines",
     )
     add("--seed", type=int, default=6, help="random seed of the flood moments")
+    add(
+        "--readings",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end with one reading per source type against its bare client call "
+        "(bench/readings.py, this checkout's sources, 3-4 minutes; default on)",
+    )
+    add(
+        "--readings-reads",
+        type=int,
+        default=500,
+        help="readings per figure of that table (default 500, 3 rounds)",
+    )
     return _checked(parser, parser.parse_args(argv))
 
 
@@ -1179,7 +1202,35 @@ def measure_everything(options: argparse.Namespace) -> dict[str, Any]:
     report["all_types_idle"] = measure_all_types_idle(options)
     if options.unrelated and counts:
         report["cluster_size_check"] = check_cluster_size(options, min(counts), results)
+    if options.readings:
+        report["readings"] = measure_readings(options.readings_reads)
     return report
+
+
+READINGS_STOP_SECONDS = 60.0
+
+
+def measure_readings(reads: int) -> list[dict[str, Any]]:
+    """bench/readings.py in a child process (its CPU is its own, none of this process's threads
+    in it); its live table goes to stderr with the log, the rows come back as JSON."""
+    log("one reading per source against the bare client call (bench/readings.py)")
+    with tempfile.TemporaryDirectory(prefix="bench-readings-") as directory:
+        out = Path(directory) / "readings.json"
+        argv = [sys.executable, "-m", "bench.readings", "--reads", str(reads), "--json", str(out)]
+        child = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=sys.stderr)
+        try:
+            code = child.wait()
+        except BaseException:
+            child.terminate()  # it unwinds on SIGTERM: every server it started is stopped
+            try:
+                child.wait(READINGS_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            raise
+        if not out.exists():
+            raise RuntimeError(f"bench.readings failed (exit status {code}): see above")
+        rows: list[dict[str, Any]] = json.loads(out.read_text())
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,23 +3,40 @@
 Not part of `make test` (pyproject's testpaths is `tests/`). Covered: polling cycles from request
 times (one read per tick, several reads per tick, a missing rule), the nearest-rank percentile,
 /proc parsing, py-spy's collapsed stacks summed by activity, `-X importtime` sums, the table and
-the target verdicts of issue 12, rules taking turns over the sources, and every bench source
-answering what a run asks of it.
+the target verdicts of issue 12, rules taking turns over the sources, every bench source
+answering what a run asks of it, and bench/readings.py: a row for every source type, CPU (not
+waiting) per call, a reading waited for, the table, and the cron row measured for real.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bench.daemon import polling_cycles
 from bench.procstat import read_cpu_seconds, read_rss_bytes, read_system_busy_seconds
 from bench.profile import import_times, read_collapsed, summarize
+from bench.readings import SOURCES as READING_SOURCES
+from bench.readings import (
+    Measured,
+    Row,
+    as_json,
+    cpu_ms_per_call,
+    measure_source,
+    render_json_rows,
+    table_line,
+    wait_for_reading,
+)
 from bench.run import percentile, table, targets, write_rules
 from bench.sources import BENCH_SOURCES
+from eventscaler.sources import SOURCE_MODULES
+from eventscaler.sources.base import SourceError
 
 
 def test_cycles_line_up_the_kth_tick_of_every_rule() -> None:
@@ -171,3 +188,46 @@ def test_the_all_types_rule_file_names_every_source_type_and_loads() -> None:
     endpoints += [str(r.triggers[0].settings) for r in loaded.rules if r.triggers[0].type != "cron"]
     for endpoint in endpoints:  # loopback only
         assert re.search(r"127\.0\.0\.1|from_env='BENCH_", endpoint), endpoint
+
+
+def test_every_source_type_has_a_readings_row() -> None:
+    # A source registered in eventscaler.sources without a row in bench/readings.py fails here.
+    assert sorted(READING_SOURCES) == sorted(SOURCE_MODULES)
+
+
+def test_cpu_per_call_counts_cpu_not_waiting() -> None:
+    def spin() -> None:
+        started = time.process_time()
+        while time.process_time() - started < 0.001:
+            pass
+
+    assert cpu_ms_per_call(spin, 5) >= 1.0
+    assert cpu_ms_per_call(lambda: time.sleep(0.002), 5) < 0.5
+
+
+def test_a_reading_is_waited_for_and_a_wrong_one_named() -> None:
+    answers = iter([SourceError("BadResponse", "no statistics yet"), 3.0])
+
+    def reader() -> float:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    wait_for_reading(Row("late", reader, lambda: None, "-", 3.0), timeout=10)
+    with pytest.raises(RuntimeError, match="wrong: read 4.0, not 3.0"):
+        wait_for_reading(Row("wrong", lambda: 4.0, lambda: None, "-", 3.0), timeout=0.1)
+
+
+def test_readings_table_lines_and_their_json() -> None:
+    rows = [Measured("redis", 0.15, 0.1, "redis-py LLEN"), Measured("mysql", problem="not here")]
+    assert table_line(rows[0]) == "| redis | 0.150 | 0.100 | 1.50 | redis-py LLEN |"
+    assert table_line(rows[1]) == "| mysql | - | - | - | not here |"
+    text = render_json_rows(json.loads(json.dumps([as_json(r) for r in rows])))
+    assert text.splitlines()[2:] == [table_line(r) for r in rows]
+
+
+def test_the_cron_row_measures_the_daemons_reader() -> None:
+    (row,) = measure_source("cron", reads=20, rounds=1)
+    assert not row.problem and row.ours_ms and row.bare_ms
+    assert row.bare_what == "croniter get_next of start and of end"
