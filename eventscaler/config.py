@@ -38,6 +38,9 @@ from eventscaler.triggers import AVERAGE_VALUE, METRIC_TYPES, Trigger
 
 # KEDA's ScaledObject defaults, so a migrated rule behaves the same when a field is left out.
 DEFAULT_POLLING_INTERVAL = 30.0
+# How often a rule decides while its target has replicas: the HPA's sync period, at which KEDA's
+# HPA decides from 1 to N. Set it to pollingInterval (or more) for one loop every pollingInterval.
+DEFAULT_ACTIVE_POLLING_INTERVAL = 15.0
 DEFAULT_COOLDOWN_PERIOD = 300.0
 DEFAULT_MIN_REPLICAS = 0
 DEFAULT_MAX_REPLICAS = 100
@@ -163,6 +166,15 @@ class Rule:
     behavior: Behavior = field(default_factory=Behavior)
     fallback: Fallback | None = None
     scaling_modifiers: ScalingModifiers | None = None
+    active_polling_interval: float = DEFAULT_ACTIVE_POLLING_INTERVAL
+
+    def interval_at(self, replicas: int) -> float:
+        """Seconds to the next tick once the target runs `replicas`: pollingInterval at zero (as
+        KEDA's operator polls), activePollingInterval above it (as its HPA syncs), never longer
+        than pollingInterval."""
+        if replicas > 0:
+            return min(self.active_polling_interval, self.polling_interval)
+        return self.polling_interval
 
     @property
     def target(self) -> str:
@@ -241,6 +253,7 @@ RULE_FIELDS = {
     "minReplicas",
     "maxReplicas",
     "pollingInterval",
+    "activePollingInterval",
     "cooldownPeriod",
     "tolerance",
     "triggers",
@@ -452,6 +465,11 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
     values = {
         "polling_interval": check.take(
             _parse_polling_interval, data.get("pollingInterval", DEFAULT_POLLING_INTERVAL)
+        ),
+        "active_polling_interval": check.take(
+            _parse_polling_interval,
+            data.get("activePollingInterval", DEFAULT_ACTIVE_POLLING_INTERVAL),
+            "activePollingInterval",
         ),
         "cooldown_period": check.take(
             parse_duration, data.get("cooldownPeriod", DEFAULT_COOLDOWN_PERIOD), "cooldownPeriod"
@@ -701,6 +719,7 @@ _SafeLoader = _safe_loader()
 def _check_defaults(defaults: Mapping[str, Any]) -> None:
     checks: dict[str, Callable[[Any], object]] = {
         "pollingInterval": _parse_polling_interval,
+        "activePollingInterval": lambda v: _parse_polling_interval(v, "activePollingInterval"),
         "cooldownPeriod": lambda v: parse_duration(v, "cooldownPeriod"),
         "minReplicas": lambda v: parse_int(v, "minReplicas", 0),
         "maxReplicas": lambda v: parse_int(v, "maxReplicas", 1),
@@ -731,9 +750,12 @@ def describe_rule(rule: Rule) -> str:
     triggers = ", ".join(describe_trigger(t) for t in rule.triggers)
     ref = rule.scale_target
     target = rule.target if ref.is_deployment else f"{rule.target} ({ref.api_version})"
+    every = f"every {rule.polling_interval:g}s"
+    if rule.interval_at(1) < rule.polling_interval:
+        every += f" ({rule.interval_at(1):g}s while it has replicas)"
     return (
         f"{rule.name}: {target} replicas {rule.min_replicas}..{rule.max_replicas}, "
-        f"every {rule.polling_interval:g}s, cooldown {rule.cooldown_period:g}s, on {triggers}"
+        f"{every}, cooldown {rule.cooldown_period:g}s, on {triggers}"
     )
 
 

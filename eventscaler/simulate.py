@@ -12,7 +12,8 @@ The worker model (docs/simulate.md explains it with pictures):
 - A replica the autoscaler adds is ready `startup_seconds` later; until then it costs but does not
   work. Replicas present at the start are ready. Scale-in removes starting replicas first (the
   newest), then ready ones, as a ReplicaSet does.
-- The autoscaler reads its triggers every `pollingInterval` of the rule, from t=0. What a trigger
+- The autoscaler reads its triggers every `pollingInterval` of the rule from t=0, and every
+  `activePollingInterval` while the target has replicas (as the daemon does). What a trigger
   reads is its source's to say (`SourceType.simulated_value`): most read the backlog rounded up;
   one that counts only waiting messages leaves out one in-flight message per ready replica. A
   load with reading noise multiplies each reading by (1 + e), e drawn from N(0, noise) and the
@@ -96,18 +97,22 @@ class PolicyController:
 
     def __init__(self, rule: Rule, start: float = 0.0) -> None:
         self.rule = rule
-        self.start = start
         self.state: RuleState = initial_state(start)  # start-up counts as activity
-        self._ticks = 0
+        self._next = start
 
     def due(self, now: float) -> bool:
         return self.next_wakeup(now, 0.0, 0.0) <= now + _EPS
 
     def next_wakeup(self, now: float, backlog: float, drain: float) -> float:
-        return self.start + self._ticks * self.rule.polling_interval
+        return self._next
 
     def tick(self, now: float, view: BacklogView, current: int) -> tuple[int, str]:
-        self._ticks += 1
+        target, reason = self._decide(now, view, current)
+        # As the daemon: the next tick one interval later, at the interval the replicas ask for.
+        self._next = now + self.rule.interval_at(target)
+        return target, reason
+
+    def _decide(self, now: float, view: BacklogView, current: int) -> tuple[int, str]:
         readings = [
             Reading(t.label, value)
             for t, value in zip(self.rule.triggers, view.values, strict=True)
