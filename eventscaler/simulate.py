@@ -39,12 +39,12 @@ import math
 import random
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from eventscaler import sources
-from eventscaler.config import Rule, describe_rule, load_rules
+from eventscaler.config import RateAware, Rule, describe_rule, load_rules
 from eventscaler.keda_model import MODEL_LABEL, KedaModel, settings_from_rule
 from eventscaler.optimum import Bounds, OptimumError, Yardstick, yardstick
 from eventscaler.policy import Reading, RuleState, decide, initial_state
@@ -55,6 +55,7 @@ DEFAULT_PROCESSING_RATE = 1.0  # messages per second per ready replica
 DEFAULT_STARTUP_SECONDS = 10.0  # from "replica created" to "replica processing"
 SAMPLE_INTERVAL = 1.0  # seconds between two rows of the timeline (CSV, plots)
 NO_POLL_LABEL = "no-poll"  # the rule's arithmetic without polling delay
+RATE_AWARE_LABEL = "rate-aware"  # the rule with the opt-in rateAware sizing
 _EPS = 1e-9
 
 EXIT_OK = 0
@@ -93,9 +94,8 @@ class Controller(Protocol):
 class PolicyController:
     """Ours: `policy.decide` driven exactly as the engine drives it, on a simulated clock."""
 
-    label = "ours"
-
-    def __init__(self, rule: Rule, start: float = 0.0) -> None:
+    def __init__(self, rule: Rule, start: float = 0.0, label: str = "ours") -> None:
+        self.label = label
         self.rule = rule
         self.state: RuleState = initial_state(start)  # start-up counts as activity
         self._next = start
@@ -483,9 +483,24 @@ def compare_runs(
     initial_replicas: int = 0,
     duration: float | None = None,
 ) -> list[Run]:
-    """The same load under ours, the KEDA model and no-poll, in that order."""
-    controllers: list[Controller] = [PolicyController(rule), KedaController(rule), NoPoll(rule)]
-    return [simulate(c, rule, load, workers, initial_replicas, duration) for c in controllers]
+    """The same load under ours, the KEDA model, no-poll and rate-aware, in that order."""
+    workers = workers or WorkerModel()
+    rate_rule = rate_aware_rule(rule, workers)
+    controllers: list[tuple[Controller, Rule]] = [
+        (PolicyController(rule), rule),
+        (KedaController(rule), rule),
+        (NoPoll(rule), rule),
+        (PolicyController(rate_rule, label=RATE_AWARE_LABEL), rate_rule),
+    ]
+    return [simulate(c, r, load, workers, initial_replicas, duration) for c, r in controllers]
+
+
+def rate_aware_rule(rule: Rule, workers: WorkerModel) -> Rule:
+    """The rule with the rate-aware sizing: its own `rateAware`, or one at the workers' rate with
+    the default drain target and window."""
+    if rule.rate_aware is not None:
+        return rule
+    return replace(rule, rate_aware=RateAware(workers.processing_rate))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,7 +575,7 @@ def describe_setup(rule: Rule, load: Load, workers: WorkerModel, duration: float
 
 
 # The controllers measured against the optimum (no-poll is a reference for polling, not a policy).
-MEASURED = ("ours", MODEL_LABEL)
+MEASURED = ("ours", MODEL_LABEL, RATE_AWARE_LABEL)
 OPTIMUM_NOTE = (
     "the optimum: the best of any schedule that knows the load in advance (a lower bound)"
 )

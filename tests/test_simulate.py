@@ -438,7 +438,7 @@ def test_simulate_compare_csv_and_plot(tmp_path: Path, capsys: pytest.CaptureFix
     argv += ["--csv", str(csv_path), "--plot", str(png), "--startup-seconds", "5"]
     assert autoscaler.main(argv) == 0
     out = capsys.readouterr().out
-    assert "ours  KEDA model     no-poll" in out
+    assert "ours  KEDA model     no-poll  rate-aware" in out
     assert "a model built from KEDA's documented semantics, not KEDA itself" in out
     # Ready 5 s after the write: ours at t=35 (poll at 30), drains 20/s until 85:
     # 1,000 x 34 + 1,000 x 50 / 2 = 59,000. Knowing the flood, 20 replicas asked at t=0 are
@@ -448,7 +448,10 @@ def test_simulate_compare_csv_and_plot(tmp_path: Path, capsys: pytest.CaptureFix
     assert "  waiting / the optimum's (1.00x is the best)         2.03x" in out
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("time,ours_backlog,ours_replicas,ours_ready,keda_model_backlog")
-    assert rows[0].endswith("no_poll_backlog,no_poll_replicas,no_poll_ready")
+    assert rows[0].endswith(
+        "no_poll_backlog,no_poll_replicas,no_poll_ready,"
+        "rate_aware_backlog,rate_aware_replicas,rate_aware_ready"
+    )
     assert len(rows) == 1 + 901  # t = 0..900, one a second
     assert rows[2].split(",")[:4] == ["1", "1000.000", "0", "0"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -507,10 +510,11 @@ def test_compare_table_has_every_scenario_and_controller(
     header = next(i for i, line in enumerate(lines) if line.startswith("scenario"))
     assert "backlog msg*s  wait p50  wait p95  replica*s" in lines[header]
     rows = [line for line in lines[header + 1 :] if line.strip()]
-    assert len(rows) == 3 * len(SCENARIOS)
-    assert [row.split()[0] for row in rows[::3]] == list(SCENARIOS)
-    for triple in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
-        assert " ours " in triple[0] and "KEDA model" in triple[1] and "no-poll" in triple[2]
+    assert len(rows) == 4 * len(SCENARIOS)
+    assert [row.split()[0] for row in rows[::4]] == list(SCENARIOS)
+    for four in zip(rows[::4], rows[1::4], rows[2::4], rows[3::4], strict=True):
+        assert " ours " in four[0] and "KEDA model" in four[1] and "no-poll" in four[2]
+        assert "rate-aware" in four[3]
     assert "against the optimum" not in out
     assert list(tmp_path.iterdir()) == []
 
@@ -534,7 +538,7 @@ def test_compare_against_the_optimum(capsys: pytest.CaptureFixture[str]) -> None
     batch = next(row for row in rows if row.startswith("batch-dump"))
     assert batch.split()[2:5] == ["14,450,000", "79,500", "12,950,000"]
     assert batch.split()[5] == "1.12x"
-    assert "8 linear programs solved by SciPy's HiGHS in" in out
+    assert "12 linear programs solved by SciPy's HiGHS in" in out
 
 
 def test_compare_markdown_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
