@@ -197,12 +197,8 @@ def test_flood_one_loop_every_polling_interval() -> None:
     assert run.summary.time_to_zero == pytest.approx(360 - 90)
 
 
-def test_the_rule_ticks_at_its_active_interval_while_it_has_replicas(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # pollingInterval 10 s at zero, 4 s from the write 0 -> 4 at t=0 until the write 4 -> 0.
-    # 20 messages at t=0: 4 replicas ready at 5 drain them by t=10 (the tick at t=8 still reads
-    # 8, so the last active tick is t=8); cooldown 30 s -> 0 at t=40, then every 10 s again.
+def decision_times(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The `now` of every decide() the simulator makes from here on, in order."""
     seen: list[float] = []
     real = sim.decide
 
@@ -211,6 +207,16 @@ def test_the_rule_ticks_at_its_active_interval_while_it_has_replicas(
         return real(rule, readings, current, state, now)
 
     monkeypatch.setattr(sim, "decide", spy)
+    return seen
+
+
+def test_the_rule_ticks_at_its_active_interval_while_it_has_replicas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # pollingInterval 10 s at zero, 4 s from the write 0 -> 4 at t=0 until the write 4 -> 0.
+    # 20 messages at t=0: 4 replicas ready at 5 drain them by t=10 (the tick at t=8 still reads
+    # 8, so the last active tick is t=8); cooldown 30 s -> 0 at t=40, then every 10 s again.
+    seen = decision_times(monkeypatch)
     rule = make_rule(active_polling_interval=4.0)
     run = simulate(PolicyController(rule), rule, replace(SMALL, duration=60.0), SMALL_WORKERS)
     assert writes_of(run) == [(0.0, 0, 4), (40.0, 4, 0)]
@@ -242,14 +248,7 @@ def test_flood_no_poll_exact() -> None:
 def test_decide_is_called_at_each_poll_on_the_simulated_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seen: list[float] = []
-    real = sim.decide
-
-    def spy(rule, readings, current, state, now):  # type: ignore[no-untyped-def]
-        seen.append(now)
-        return real(rule, readings, current, state, now)
-
-    monkeypatch.setattr(sim, "decide", spy)
+    seen = decision_times(monkeypatch)
     simulate(PolicyController(make_rule()), make_rule(), SMALL, SMALL_WORKERS)
     assert seen == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
 
