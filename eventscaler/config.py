@@ -38,6 +38,9 @@ from eventscaler.triggers import AVERAGE_VALUE, METRIC_TYPES, Trigger
 
 # KEDA's ScaledObject defaults, so a migrated rule behaves the same when a field is left out.
 DEFAULT_POLLING_INTERVAL = 30.0
+# How often a rule decides while its target has replicas: the HPA's sync period, at which KEDA's
+# HPA decides from 1 to N. Set it to pollingInterval (or more) for one loop every pollingInterval.
+DEFAULT_ACTIVE_POLLING_INTERVAL = 15.0
 DEFAULT_COOLDOWN_PERIOD = 300.0
 DEFAULT_MIN_REPLICAS = 0
 DEFAULT_MAX_REPLICAS = 100
@@ -47,6 +50,10 @@ DEFAULT_SCALE_DOWN_STABILIZATION = 300.0
 MAX_STABILIZATION_WINDOW = 3600.0
 MAX_POLICY_PERIOD = 1800.0
 MAX_POLLING_INTERVAL = float(MAX_INT32)
+# rateAware: drain the backlog within 10 s; estimate the arrival rate over the last minute.
+DEFAULT_TARGET_DRAIN_SECONDS = 10.0
+DEFAULT_RATE_WINDOW_SECONDS = 60.0
+OBSERVED = "observed"  # rateAware.processingRate: derive it from observed drain
 # Below this, value / target can overflow a float and no replica count could be computed.
 MIN_TARGET = 0.001
 
@@ -126,6 +133,16 @@ class ScalingModifiers:
 
 
 @dataclass(frozen=True)
+class RateAware:
+    """The opt-in rate-aware sizing (eventscaler/rate_aware.py): replicas for the backlog to drain
+    within `target_drain_seconds` at the estimated arrival rate."""
+
+    processing_rate: float | None  # messages/s one replica processes; None: from observed drain
+    target_drain_seconds: float = DEFAULT_TARGET_DRAIN_SECONDS
+    window_seconds: float = DEFAULT_RATE_WINDOW_SECONDS  # the arrival-rate estimate's window
+
+
+@dataclass(frozen=True)
 class ScaleTargetRef:
     """What a rule scales: any object with a /scale subresource, named as KEDA's scaleTargetRef."""
 
@@ -163,6 +180,16 @@ class Rule:
     behavior: Behavior = field(default_factory=Behavior)
     fallback: Fallback | None = None
     scaling_modifiers: ScalingModifiers | None = None
+    active_polling_interval: float = DEFAULT_ACTIVE_POLLING_INTERVAL
+    rate_aware: RateAware | None = None
+
+    def interval_at(self, replicas: int) -> float:
+        """Seconds to the next tick once the target runs `replicas`: pollingInterval at zero (as
+        KEDA's operator polls), activePollingInterval above it (as its HPA syncs), never longer
+        than pollingInterval."""
+        if replicas > 0:
+            return min(self.active_polling_interval, self.polling_interval)
+        return self.polling_interval
 
     @property
     def target(self) -> str:
@@ -241,15 +268,18 @@ RULE_FIELDS = {
     "minReplicas",
     "maxReplicas",
     "pollingInterval",
+    "activePollingInterval",
     "cooldownPeriod",
     "tolerance",
     "triggers",
     "behavior",
     "fallback",
     "scalingModifiers",
+    "rateAware",
 }
 DEFAULTABLE_FIELDS = RULE_FIELDS - {"name", "scaleTargetRef", "deployment", "scalingModifiers"}
 MODIFIER_FIELDS = {"formula", "target", "activationTarget", "metricType"}
+RATE_AWARE_FIELDS = {"processingRate", "targetDrainSeconds", "windowSeconds"}
 
 
 def parse_trigger(data: Any, field: str) -> Trigger:
@@ -325,6 +355,46 @@ def _compile_formula(text: str, names: list[str]) -> Formula:
         return compile_formula(text, names)
     except FormulaError as exc:
         raise ConfigError("scalingModifiers.formula", str(exc)) from None
+
+
+def parse_rate_aware(data: Any, signals: int | None) -> RateAware:
+    """`rateAware: {processingRate, targetDrainSeconds, windowSeconds}`; `signals` is how many
+    values the rule decides on (one per trigger, or one formula), None when unknown."""
+    field = "rateAware"
+    data = check_mapping(data, field, RATE_AWARE_FIELDS)
+    check = Collector()
+    rate = check.take(_parse_processing_rate, required(data, "processingRate",
+                                                      f"{field}.processingRate"))  # fmt: skip
+    drain = check.take(_parse_bounded_seconds, data, "targetDrainSeconds",
+                       DEFAULT_TARGET_DRAIN_SECONDS)  # fmt: skip
+    window = check.take(_parse_bounded_seconds, data, "windowSeconds", DEFAULT_RATE_WINDOW_SECONDS)
+    if signals is not None and signals > 1:
+        message = "sizes for one backlog: give one trigger, or scalingModifiers to combine them"
+        check.add(field, f"{message} (this rule has {signals} triggers)")
+    check.raise_if_any()
+    return RateAware(rate, drain, window)
+
+
+def _parse_processing_rate(value: Any) -> float | None:
+    path = "rateAware.processingRate"
+    if isinstance(value, str) and value.strip().lower() == OBSERVED:
+        return None
+    if isinstance(value, str):
+        message = f"expected messages per second per replica (> 0) or '{OBSERVED}', got "
+        raise ConfigError(path, message + show(value))
+    rate = parse_number(value, path, positive=True)
+    if rate < MIN_TARGET:
+        raise ConfigError(path, f"expected a number of at least {MIN_TARGET:g}, got {show(value)}")
+    return rate
+
+
+def _parse_bounded_seconds(data: Mapping[str, Any], key: str, default: float) -> float:
+    path = f"rateAware.{key}"
+    seconds = parse_duration(data.get(key, default), path, allow_zero=False)
+    if seconds > MAX_STABILIZATION_WINDOW:
+        message = f"expected at most {MAX_STABILIZATION_WINDOW:g} seconds, got {seconds:g}"
+        raise ConfigError(path, message)
+    return seconds
 
 
 def parse_scale_target(rule: Mapping[str, Any]) -> ScaleTargetRef:
@@ -453,6 +523,11 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
         "polling_interval": check.take(
             _parse_polling_interval, data.get("pollingInterval", DEFAULT_POLLING_INTERVAL)
         ),
+        "active_polling_interval": check.take(
+            _parse_polling_interval,
+            data.get("activePollingInterval", DEFAULT_ACTIVE_POLLING_INTERVAL),
+            "activePollingInterval",
+        ),
         "cooldown_period": check.take(
             parse_duration, data.get("cooldownPeriod", DEFAULT_COOLDOWN_PERIOD), "cooldownPeriod"
         ),
@@ -466,10 +541,20 @@ def parse_rule(data: Mapping[str, Any], allowed_namespaces: Collection[str] | No
     if data.get("scalingModifiers") is not None and triggers is not None:
         modifiers = check.take(parse_scaling_modifiers, data["scalingModifiers"], triggers)
         values["scaling_modifiers"] = modifiers
+    if data.get("rateAware") is not None:
+        values["rate_aware"] = check.take(parse_rate_aware, data["rateAware"], _signals(data))
     check.raise_if_any()
     low, high = bounds
     assert low is not None and high is not None  # raise_if_any() saw any error of theirs
     return Rule(name, namespace, scale_target, triggers, low, high, **values)
+
+
+def _signals(data: Mapping[str, Any]) -> int | None:
+    """How many values a rule decides on: one formula, or one per trigger (None: unreadable)."""
+    if data.get("scalingModifiers") is not None:
+        return 1
+    triggers = data.get("triggers")
+    return len(triggers) if isinstance(triggers, list) else None
 
 
 def _parse_namespace(value: Any, allowed: Collection[str] | None) -> str:
@@ -701,11 +786,13 @@ _SafeLoader = _safe_loader()
 def _check_defaults(defaults: Mapping[str, Any]) -> None:
     checks: dict[str, Callable[[Any], object]] = {
         "pollingInterval": _parse_polling_interval,
+        "activePollingInterval": lambda v: _parse_polling_interval(v, "activePollingInterval"),
         "cooldownPeriod": lambda v: parse_duration(v, "cooldownPeriod"),
         "minReplicas": lambda v: parse_int(v, "minReplicas", 0),
         "maxReplicas": lambda v: parse_int(v, "maxReplicas", 1),
         "tolerance": lambda v: parse_number(v, "tolerance", positive=False),
         "behavior": lambda v: parse_behavior(v, "behavior"),
+        "rateAware": lambda v: parse_rate_aware(v, None),
         "namespace": lambda v: parse_str(v, "namespace", _DNS_LABEL, "a Kubernetes namespace name"),
         "triggers": _parse_triggers,
     }
@@ -731,9 +818,12 @@ def describe_rule(rule: Rule) -> str:
     triggers = ", ".join(describe_trigger(t) for t in rule.triggers)
     ref = rule.scale_target
     target = rule.target if ref.is_deployment else f"{rule.target} ({ref.api_version})"
+    every = f"every {rule.polling_interval:g}s"
+    if rule.interval_at(1) < rule.polling_interval:
+        every += f" ({rule.interval_at(1):g}s while it has replicas)"
     return (
         f"{rule.name}: {target} replicas {rule.min_replicas}..{rule.max_replicas}, "
-        f"every {rule.polling_interval:g}s, cooldown {rule.cooldown_period:g}s, on {triggers}"
+        f"{every}, cooldown {rule.cooldown_period:g}s, on {triggers}"
     )
 
 

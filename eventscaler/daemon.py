@@ -1,5 +1,9 @@
 """The rules in force, each run at its pollingInterval, the rule file watched, clean shutdown.
 
+A rule whose target has replicas runs at its activePollingInterval instead (Rule.interval_at), as
+KEDA's HPA decides every 15 s once the operator has woken the target: after each tick the rule is
+placed again when the replicas it leaves ask for the other interval.
+
 Each rule runs on a shared pool of worker threads (eventscaler/schedule.py, on APScheduler), so a
 slow queue delays only its own rule, and one rule never runs twice at once.
 """
@@ -124,6 +128,7 @@ class Daemon:
             stale_after = max(MIN_STALE_AFTER, 3 * reload_interval)
         self.health = Health(time.monotonic(), stale_after)
         self._scheduler = RuleSchedule(workers)
+        self._intervals: dict[str, float] = {}  # the interval each rule's job is placed at
         self._lock = threading.Lock()
 
     # -- rules -----------------------------------------------------------------------------
@@ -187,7 +192,18 @@ class Daemon:
         rule = self.rules.get(name)
         if rule is None or not self._is_leader():
             return None
-        return self.engine.evaluate(rule)
+        outcome = self.engine.evaluate(rule)
+        wanted = self.engine.next_interval(rule)
+        with self._lock:
+            placed = self._intervals.get(name)
+        if placed is not None and wanted != placed:
+            self._place(name, rule, wanted, at_once=False)
+        return outcome
+
+    def interval_of(self, name: str) -> float | None:
+        """The interval rule `name` is scheduled at, None when it is not scheduled."""
+        with self._lock:
+            return self._intervals.get(name)
 
     def _beat(self) -> None:
         self.health.last_heartbeat = time.monotonic()
@@ -196,14 +212,28 @@ class Daemon:
         if not self._scheduler.running:
             return
         for name in previous.keys() - current.keys():
+            with self._lock:
+                self._intervals.pop(name, None)
             self._scheduler.cancel(name)
         for name, rule in current.items():
             old = previous.get(name)
-            if old is not None and old.polling_interval == rule.polling_interval:
+            if old is not None and _intervals(old) == _intervals(rule):
                 continue  # the job reads the rule by name, so other changes apply by themselves
-            # A new rule runs at once; a changed interval waits one interval, as planned.
-            tick = functools.partial(self.tick, name)
-            self._scheduler.place(name, rule.polling_interval, tick, at_once=old is None)
+            # A new rule runs at once; a changed interval waits one interval, as planned, at
+            # pollingInterval until a tick has seen the replicas.
+            self._place(name, rule, rule.polling_interval, at_once=old is None)
+
+    def _place(self, name: str, rule: Rule, interval: float, at_once: bool) -> None:
+        with self._lock:
+            if self.rules.get(name) is not rule:
+                return  # reloaded or removed meanwhile: the reload placed it
+            self._intervals[name] = interval
+            self.engine.ticks_every(name, interval)
+            self._scheduler.place(name, interval, functools.partial(self.tick, name), at_once)
+
+
+def _intervals(rule: Rule) -> tuple[float, float]:
+    return rule.polling_interval, rule.active_polling_interval
 
 
 def _keep_unnamed(

@@ -93,6 +93,15 @@ class Outcome:
     def failed(self) -> bool:
         return self.error is not None
 
+    @property
+    def replicas_after(self) -> int | None:
+        """The target's replicas once the tick is done (None: the target could not be read)."""
+        if self.current is None:
+            return None
+        if self.wrote and self.decision is not None:
+            return self.decision.target
+        return self.current
+
 
 class Observer(Protocol):
     def observe(self, outcome: Outcome) -> None: ...
@@ -162,19 +171,41 @@ class Engine:
         self._memory: dict[str, _Memory] = {}
         self._tick_clocks: dict[str, TickClock] = {}
         self._failing_ticks: dict[str, int] = {}
+        self._intervals: dict[str, float] = {}  # what the scheduler runs each rule at
+        self._next_intervals: dict[str, float] = {}  # what the replicas each rule left ask for
         self._lock = threading.Lock()
+
+    def ticks_every(self, name: str, interval: float) -> None:
+        """The scheduler runs rule `name` every `interval` s from now on (its pollingInterval
+        unless told): its ticks' slots (TickClock) and their retry budget follow."""
+        with self._lock:
+            self._intervals[name] = interval
+
+    def interval_of(self, rule: Rule) -> float:
+        with self._lock:
+            return self._intervals.get(rule.name, rule.polling_interval)
+
+    def next_interval(self, rule: Rule) -> float:
+        """The interval the replicas the rule's last tick left ask for (Rule.interval_at): the
+        daemon places the rule at it. pollingInterval until a tick has read the target."""
+        with self._lock:
+            return self._next_intervals.get(rule.name, rule.polling_interval)
 
     def evaluate(self, rule: Rule) -> Outcome:
         started = time.perf_counter()
+        interval = self.interval_of(rule)
         try:
             # Retries inside the tick stop in time for the next one.
-            with retry.budget(rule.polling_interval * TICK_BUDGET_SHARE):
-                outcome = self._evaluate(rule)
+            with retry.budget(interval * TICK_BUDGET_SHARE):
+                outcome = self._evaluate(rule, interval=interval)
         except Exception as exc:  # a bug must not kill the scheduler thread or other rules
             logger.exception("%s: rule %s: unexpected error", rule.target, rule.name)
             outcome = Outcome(rule, error=f"unexpected error: {type(exc).__name__}",
                               error_kind=FAILED_BUG)  # fmt: skip
         outcome = _with_duration(outcome, time.perf_counter() - started)
+        if outcome.replicas_after is not None:
+            with self._lock:
+                self._next_intervals[rule.name] = rule.interval_at(outcome.replicas_after)
         for observer in self._observers:
             try:
                 observer.observe(outcome)
@@ -192,6 +223,9 @@ class Engine:
                     del self._memory[name]
                     self._failing_ticks.pop(name, None)
                     self._tick_clocks.pop(name, None)
+            for gone in (self._intervals, self._next_intervals):
+                for name in [n for n in gone if n not in keep]:
+                    del gone[name]
         self._targets.forget_rules_except(rules)
 
     def _evaluate(
@@ -201,11 +235,13 @@ class Engine:
         conflicted: bool = False,
         fresh: bool = False,
         now: float | None = None,
+        interval: float | None = None,
     ) -> Outcome:
         """One tick; `readings` and `now` are given when the tick is decided again on a fresh
         read of the target (`fresh`: before a write; `conflicted`: after a write conflicted)."""
         if now is None:
-            now = self._tick_time(rule)  # before any read: how long reads take must not move it
+            # Before any read: how long reads take must not move it.
+            now = self._tick_time(rule, interval or rule.polling_interval)
         log = _RuleLog(rule, self._dry_run)
         try:
             target, kept = self._targets.read(rule, fresh=fresh or conflicted)
@@ -279,11 +315,11 @@ class Engine:
             self._failing_ticks.pop(outcome.rule.name, None)
         return outcome
 
-    def _tick_time(self, rule: Rule) -> float:
+    def _tick_time(self, rule: Rule, interval: float) -> float:
         started = self._clock()
         with self._lock:
             clock = self._tick_clocks.setdefault(rule.name, TickClock())
-        return clock.time_of(started, rule.polling_interval)  # one tick of a rule at a time
+        return clock.time_of(started, interval)  # one tick of a rule at a time
 
     def _read(self, trigger: Trigger) -> Reading:
         try:

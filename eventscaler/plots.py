@@ -10,9 +10,14 @@ from typing import Any
 from eventscaler.config import Rule
 from eventscaler.keda_model import MODEL_LABEL
 from eventscaler.scenarios import Load
-from eventscaler.simulate import NO_POLL_LABEL, Run, WorkerModel
+from eventscaler.simulate import NO_POLL_LABEL, RATE_AWARE_LABEL, Run, WorkerModel
 
-COLORS = {"ours": "#1f6fb4", MODEL_LABEL: "#d1495b", NO_POLL_LABEL: "#8a8a8a"}
+COLORS = {
+    "ours": "#1f6fb4",
+    MODEL_LABEL: "#d1495b",
+    NO_POLL_LABEL: "#8a8a8a",
+    RATE_AWARE_LABEL: "#2a9d5c",
+}
 CAPTION = f"{MODEL_LABEL}: built from KEDA's documented semantics, not KEDA itself"
 LEGEND = {
     MODEL_LABEL: f"{MODEL_LABEL} (from documented semantics, not KEDA itself)",

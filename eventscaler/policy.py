@@ -5,6 +5,9 @@ Every step, in order (the README lists them for users):
    ceil(current x value / target) (Value). Between non-zero counts a trigger inside the HPA's
    tolerance (|1 - usage ratio| <= tolerance, in plain float arithmetic as the HPA's) proposes
    `current`. The rule's proposal is the highest one (or scalingModifiers' formula decides).
+   A rule with `rateAware` proposes instead the replicas for its backlog to drain within
+   targetDrainSeconds at the estimated arrival rate (eventscaler/rate_aware.py), held at
+   `current` within the tolerance; every step below applies to it the same.
 2. active = some trigger's value > its activation threshold. A tick on which a trigger failed
    also counts as (possible) activity: a reading we did not get is never a reading of zero.
 3. At 0 replicas: active -> straight to the proposal, clamped to [max(min, 1), max]. Idle -> stay,
@@ -36,6 +39,7 @@ from dataclasses import dataclass, replace
 
 from eventscaler.config import Rule, ScalingPolicy, ScalingRules
 from eventscaler.formula import FormulaError
+from eventscaler.rate_aware import RateMemory, Sizing, estimate
 from eventscaler.triggers import VALUE, Trigger
 
 HOLD = "hold"
@@ -67,6 +71,7 @@ class RuleState:
     # Whether the history was started: the HPA records the count it finds as a recommendation
     # once, when it first sees its target; an empty history later (all aged out) is not a start.
     seeded: bool = False
+    rate: RateMemory = RateMemory()  # the rate-aware estimate's memory (rateAware rules only)
 
     def record_scale(self, now: float, current: int, target: int) -> RuleState:
         """The state after a write from `current` to `target` succeeded."""
@@ -155,6 +160,7 @@ def decide(
     state = _forget_old_history(rule, state, now)
     if not state.seeded:
         state = _start_history(state, now, current)
+    state, sizing, summary = _size_by_rate(rule, good, failed, current, state, now, summary)
 
     def decision(target: int, step: str, why: str, next_state: RuleState = state) -> Decision:
         return Decision(current, target, active, f"{why}; {summary}", next_state, step)
@@ -174,7 +180,7 @@ def decide(
                 why = f"below minReplicas {rule.min_replicas}"
                 return decision(rule.min_replicas, STEP_MIN, why)
             return decision(0, STEP_IDLE, "idle at zero")
-        target, why = _wake_from_zero(rule, good, state, now)
+        target, why = _wake_from_zero(rule, good, state, now, sizing)
         return decision(target, STEP_WAKE, why, _remember(state, now, target))
 
     idle_for = now - state.last_active
@@ -186,8 +192,48 @@ def decide(
         return decision(target, STEP_TO_ZERO, why)
 
     idle = not active and rule.min_replicas == 0
-    target, step, why, state = _between_non_zero(rule, good, current, state, now, failed, idle)
+    target, step, why, state = _between_non_zero(
+        rule, good, current, state, now, failed, idle, sizing
+    )
     return decision(target, step, why, state)
+
+
+def _size_by_rate(
+    rule: Rule,
+    good: Sequence[tuple[Trigger, float]],
+    failed: bool,
+    current: int,
+    state: RuleState,
+    now: float,
+    summary: str,
+) -> tuple[RuleState, Sizing | None, str]:
+    """The rate-aware estimate of a rateAware rule, folded into its state, and the summary with
+    it. A failed tick adds nothing to it: a reading we did not get is never a backlog of zero."""
+    if rule.rate_aware is None or failed or len(good) != 1:
+        return state, None, summary
+    backlog = good[0][1]
+    memory, sizing = estimate(rule.rate_aware, state.rate, backlog, current, now, rule.max_replicas)
+    return replace(state, rate=memory), sizing, f"{sizing.describe()}; {summary}"
+
+
+def _asks(
+    rule: Rule, good: Sequence[tuple[Trigger, float]], current: int, sizing: Sizing | None
+) -> tuple[int, int]:
+    """(the proposal after tolerance, the desire before it) above zero: the triggers' HPA
+    arithmetic, or the rate-aware need, held at `current` within the rule's tolerance of it."""
+    needed = _needs(good, current, sizing)
+    if sizing is None or sizing.needed is None:
+        return max(_proposal(t, value, current, rule.tolerance) for t, value in good), needed
+    if math.fabs(1.0 - needed / current) <= rule.tolerance:
+        return current, needed
+    return needed, needed
+
+
+def _needs(good: Sequence[tuple[Trigger, float]], current: int, sizing: Sizing | None) -> int:
+    """What the readings ask for before tolerance: the rate-aware need, or the highest trigger's."""
+    if sizing is not None and sizing.needed is not None:
+        return sizing.needed
+    return max(_desired(t, value, current) for t, value in good)
 
 
 def _between_non_zero(
@@ -198,6 +244,7 @@ def _between_non_zero(
     now: float,
     failed: bool,
     idle: bool,
+    sizing: Sizing | None = None,
 ) -> tuple[int, str, str, RuleState]:
     """The HPA's part: tolerance, stabilization, rate policies; (target, step, why, state)."""
     floor = max(rule.min_replicas, 1)
@@ -209,7 +256,7 @@ def _between_non_zero(
         bound = "maxReplicas" if bounded < current else "minReplicas"
         why = f"{current} replicas outside [{floor}, {rule.max_replicas}]: to {bound} {bounded}"
         return bounded, STEP_UP if bounded > current else STEP_DOWN, why, state
-    proposal = max(_proposal(t, value, current, rule.tolerance) for t, value in good)
+    proposal, needs = _asks(rule, good, current, sizing)
     clamped = min(max(proposal, floor), rule.max_replicas)
     if failed and clamped <= current:
         # Partial readings may not lower anything, not even the stabilization history.
@@ -220,7 +267,6 @@ def _between_non_zero(
     stabilized = min(max(_stabilize(rule, state, now, current, proposal), floor), rule.max_replicas)
     direction = rule.behavior.scale_up if stabilized > current else rule.behavior.scale_down
     target = _apply_rate_policies(direction, state, now, current, stabilized)
-    needs = max(_desired(t, value, current) for t, value in good)
     untolerated = min(max(needs, floor), rule.max_replicas)
     step = _step(current, clamped, stabilized, target, untolerated, idle)
     return target, step, _explain(current, proposal, clamped, stabilized, target), state
@@ -291,10 +337,14 @@ def _step(
 
 
 def _wake_from_zero(
-    rule: Rule, good: Sequence[tuple[Trigger, float]], state: RuleState, now: float
+    rule: Rule,
+    good: Sequence[tuple[Trigger, float]],
+    state: RuleState,
+    now: float,
+    sizing: Sizing | None = None,
 ) -> tuple[int, str]:
     """From zero, go straight to what the backlog needs (at least one), not to one first."""
-    proposal = max(_desired(t, value, 0) for t, value in good)
+    proposal = _needs(good, 0, sizing)
     clamped = min(max(proposal, rule.min_replicas, 1), rule.max_replicas)
     # Never below minReplicas: an idle rule at zero is lifted to it, an active one not less.
     target = max(

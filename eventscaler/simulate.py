@@ -12,7 +12,8 @@ The worker model (docs/simulate.md explains it with pictures):
 - A replica the autoscaler adds is ready `startup_seconds` later; until then it costs but does not
   work. Replicas present at the start are ready. Scale-in removes starting replicas first (the
   newest), then ready ones, as a ReplicaSet does.
-- The autoscaler reads its triggers every `pollingInterval` of the rule, from t=0. What a trigger
+- The autoscaler reads its triggers every `pollingInterval` of the rule from t=0, and every
+  `activePollingInterval` while the target has replicas (as the daemon does). What a trigger
   reads is its source's to say (`SourceType.simulated_value`): most read the backlog rounded up;
   one that counts only waiting messages leaves out one in-flight message per ready replica. A
   load with reading noise multiplies each reading by (1 + e), e drawn from N(0, noise) and the
@@ -38,12 +39,12 @@ import math
 import random
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from eventscaler import sources
-from eventscaler.config import Rule, describe_rule, load_rules
+from eventscaler.config import RateAware, Rule, describe_rule, load_rules
 from eventscaler.keda_model import MODEL_LABEL, KedaModel, settings_from_rule
 from eventscaler.optimum import Bounds, OptimumError, Yardstick, yardstick
 from eventscaler.policy import Reading, RuleState, decide, initial_state
@@ -54,6 +55,7 @@ DEFAULT_PROCESSING_RATE = 1.0  # messages per second per ready replica
 DEFAULT_STARTUP_SECONDS = 10.0  # from "replica created" to "replica processing"
 SAMPLE_INTERVAL = 1.0  # seconds between two rows of the timeline (CSV, plots)
 NO_POLL_LABEL = "no-poll"  # the rule's arithmetic without polling delay
+RATE_AWARE_LABEL = "rate-aware"  # the rule with the opt-in rateAware sizing
 _EPS = 1e-9
 
 EXIT_OK = 0
@@ -92,22 +94,25 @@ class Controller(Protocol):
 class PolicyController:
     """Ours: `policy.decide` driven exactly as the engine drives it, on a simulated clock."""
 
-    label = "ours"
-
-    def __init__(self, rule: Rule, start: float = 0.0) -> None:
+    def __init__(self, rule: Rule, start: float = 0.0, label: str = "ours") -> None:
+        self.label = label
         self.rule = rule
-        self.start = start
         self.state: RuleState = initial_state(start)  # start-up counts as activity
-        self._ticks = 0
+        self._next = start
 
     def due(self, now: float) -> bool:
         return self.next_wakeup(now, 0.0, 0.0) <= now + _EPS
 
     def next_wakeup(self, now: float, backlog: float, drain: float) -> float:
-        return self.start + self._ticks * self.rule.polling_interval
+        return self._next
 
     def tick(self, now: float, view: BacklogView, current: int) -> tuple[int, str]:
-        self._ticks += 1
+        target, reason = self._decide(now, view, current)
+        # As the daemon: the next tick one interval later, at the interval the replicas ask for.
+        self._next = now + self.rule.interval_at(target)
+        return target, reason
+
+    def _decide(self, now: float, view: BacklogView, current: int) -> tuple[int, str]:
         readings = [
             Reading(t.label, value)
             for t, value in zip(self.rule.triggers, view.values, strict=True)
@@ -478,9 +483,24 @@ def compare_runs(
     initial_replicas: int = 0,
     duration: float | None = None,
 ) -> list[Run]:
-    """The same load under ours, the KEDA model and no-poll, in that order."""
-    controllers: list[Controller] = [PolicyController(rule), KedaController(rule), NoPoll(rule)]
-    return [simulate(c, rule, load, workers, initial_replicas, duration) for c in controllers]
+    """The same load under ours, the KEDA model, no-poll and rate-aware, in that order."""
+    workers = workers or WorkerModel()
+    rate_rule = rate_aware_rule(rule, workers)
+    controllers: list[tuple[Controller, Rule]] = [
+        (PolicyController(rule), rule),
+        (KedaController(rule), rule),
+        (NoPoll(rule), rule),
+        (PolicyController(rate_rule, label=RATE_AWARE_LABEL), rate_rule),
+    ]
+    return [simulate(c, r, load, workers, initial_replicas, duration) for c, r in controllers]
+
+
+def rate_aware_rule(rule: Rule, workers: WorkerModel) -> Rule:
+    """The rule with the rate-aware sizing: its own `rateAware`, or one at the workers' rate with
+    the default drain target and window."""
+    if rule.rate_aware is not None:
+        return rule
+    return replace(rule, rate_aware=RateAware(workers.processing_rate))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,7 +575,7 @@ def describe_setup(rule: Rule, load: Load, workers: WorkerModel, duration: float
 
 
 # The controllers measured against the optimum (no-poll is a reference for polling, not a policy).
-MEASURED = ("ours", MODEL_LABEL)
+MEASURED = ("ours", MODEL_LABEL, RATE_AWARE_LABEL)
 OPTIMUM_NOTE = (
     "the optimum: the best of any schedule that knows the load in advance (a lower bound)"
 )

@@ -381,7 +381,7 @@ def test_unknown_keys_are_errors_with_a_did_you_mean_hint(
 def test_unknown_key_without_a_close_match_lists_the_known_fields() -> None:
     line = single_problem(zzz=1)
     assert "did you mean" not in line
-    assert "known fields: behavior, cooldownPeriod, deployment" in line
+    assert "known fields: activePollingInterval, behavior, cooldownPeriod, deployment" in line
 
 
 def test_unknown_top_level_key_is_fatal_with_a_hint() -> None:

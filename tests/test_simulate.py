@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,18 +172,55 @@ FLOOD_RULE = compare.DEFAULT_RULE  # 0..20, target 5, poll 30 s, cooldown 300 s
 
 def test_flood_ours_exact() -> None:
     # Messages at t=1; poll at t=30 -> 20 replicas, ready at 40, 20 msg/s empty the queue at 90.
-    # Last active poll t=60; 300 s later (t=360) -> 0.
+    # With replicas the rule ticks every activePollingInterval (15 s): 45, 60, 75, 90. The tick
+    # at 90 reads 0, so the last active tick is t=75; 300 s later (t=375) -> 0.
     run = simulate(PolicyController(FLOOD_RULE), FLOOD_RULE, scenario("flood"))
-    assert writes_of(run) == [(30.0, 0, 20), (360.0, 20, 0)]
+    assert writes_of(run) == [(30.0, 0, 20), (375.0, 20, 0)]
     s = run.summary
     assert s.time_to_enough == 39.0
     assert s.peak_backlog == 1000
     assert s.backlog_message_seconds == pytest.approx(1000 * 39 + 1000 * 50 / 2)
-    assert s.replica_seconds == pytest.approx(20 * 330)
-    assert s.time_to_zero == pytest.approx(360 - 90)
+    assert s.replica_seconds == pytest.approx(20 * 345)
+    assert s.time_to_zero == pytest.approx(375 - 90)
     assert s.direction_changes == 1
     # Waits spread over [39, 89]: the flood's messages are taken at 20/s from t=40.
     assert (s.wait_p50, s.wait_p95) == (pytest.approx(64.0), pytest.approx(39 + 0.95 * 50))
+
+
+def test_flood_one_loop_every_polling_interval() -> None:
+    # activePollingInterval = pollingInterval: one loop every 30 s, the previous default. The
+    # last active poll is t=60 (t=90 reads 0), so zero at t=360.
+    rule = replace(FLOOD_RULE, active_polling_interval=FLOOD_RULE.polling_interval)
+    run = simulate(PolicyController(rule), rule, scenario("flood"))
+    assert writes_of(run) == [(30.0, 0, 20), (360.0, 20, 0)]
+    assert run.summary.replica_seconds == pytest.approx(20 * 330)
+    assert run.summary.time_to_zero == pytest.approx(360 - 90)
+
+
+def decision_times(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The `now` of every decide() the simulator makes from here on, in order."""
+    seen: list[float] = []
+    real = sim.decide
+
+    def spy(rule, readings, current, state, now):  # type: ignore[no-untyped-def]
+        seen.append(now)
+        return real(rule, readings, current, state, now)
+
+    monkeypatch.setattr(sim, "decide", spy)
+    return seen
+
+
+def test_the_rule_ticks_at_its_active_interval_while_it_has_replicas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # pollingInterval 10 s at zero, 4 s from the write 0 -> 4 at t=0 until the write 4 -> 0.
+    # 20 messages at t=0: 4 replicas ready at 5 drain them by t=10 (the tick at t=8 still reads
+    # 8, so the last active tick is t=8); cooldown 30 s -> 0 at t=40, then every 10 s again.
+    seen = decision_times(monkeypatch)
+    rule = make_rule(active_polling_interval=4.0)
+    run = simulate(PolicyController(rule), rule, replace(SMALL, duration=60.0), SMALL_WORKERS)
+    assert writes_of(run) == [(0.0, 0, 4), (40.0, 4, 0)]
+    assert seen == [0.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, 32.0, 36.0, 40.0, 50.0, 60.0]
 
 
 def test_flood_no_poll_exact() -> None:
@@ -210,14 +248,7 @@ def test_flood_no_poll_exact() -> None:
 def test_decide_is_called_at_each_poll_on_the_simulated_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seen: list[float] = []
-    real = sim.decide
-
-    def spy(rule, readings, current, state, now):  # type: ignore[no-untyped-def]
-        seen.append(now)
-        return real(rule, readings, current, state, now)
-
-    monkeypatch.setattr(sim, "decide", spy)
+    seen = decision_times(monkeypatch)
     simulate(PolicyController(make_rule()), make_rule(), SMALL, SMALL_WORKERS)
     assert seen == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
 
@@ -388,9 +419,9 @@ def test_simulate_command_prints_the_summary(
         "time from first message to enough replicas         39.0s",
         "peak backlog (messages)                            1,000",
         "backlog message-seconds (the waiting)             64,000",
-        "replica-seconds (the cost)                         6,600",
+        "replica-seconds (the cost)                         6,900",
         "direction changes (flapping)                           1",
-        "time to zero after the load                       270.0s",
+        "time to zero after the load                       285.0s",
         "a message's wait, median (p50)                     64.0s",
         "a message's wait, 95th percentile (p95)            86.5s",
     ):
@@ -406,7 +437,7 @@ def test_simulate_compare_csv_and_plot(tmp_path: Path, capsys: pytest.CaptureFix
     argv += ["--csv", str(csv_path), "--plot", str(png), "--startup-seconds", "5"]
     assert autoscaler.main(argv) == 0
     out = capsys.readouterr().out
-    assert "ours  KEDA model     no-poll" in out
+    assert "ours  KEDA model     no-poll  rate-aware" in out
     assert "a model built from KEDA's documented semantics, not KEDA itself" in out
     # Ready 5 s after the write: ours at t=35 (poll at 30), drains 20/s until 85:
     # 1,000 x 34 + 1,000 x 50 / 2 = 59,000. Knowing the flood, 20 replicas asked at t=0 are
@@ -416,7 +447,10 @@ def test_simulate_compare_csv_and_plot(tmp_path: Path, capsys: pytest.CaptureFix
     assert "  waiting / the optimum's (1.00x is the best)         2.03x" in out
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("time,ours_backlog,ours_replicas,ours_ready,keda_model_backlog")
-    assert rows[0].endswith("no_poll_backlog,no_poll_replicas,no_poll_ready")
+    assert rows[0].endswith(
+        "no_poll_backlog,no_poll_replicas,no_poll_ready,"
+        "rate_aware_backlog,rate_aware_replicas,rate_aware_ready"
+    )
     assert len(rows) == 1 + 901  # t = 0..900, one a second
     assert rows[2].split(",")[:4] == ["1", "1000.000", "0", "0"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -475,10 +509,11 @@ def test_compare_table_has_every_scenario_and_controller(
     header = next(i for i, line in enumerate(lines) if line.startswith("scenario"))
     assert "backlog msg*s  wait p50  wait p95  replica*s" in lines[header]
     rows = [line for line in lines[header + 1 :] if line.strip()]
-    assert len(rows) == 3 * len(SCENARIOS)
-    assert [row.split()[0] for row in rows[::3]] == list(SCENARIOS)
-    for triple in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
-        assert " ours " in triple[0] and "KEDA model" in triple[1] and "no-poll" in triple[2]
+    assert len(rows) == 4 * len(SCENARIOS)
+    assert [row.split()[0] for row in rows[::4]] == list(SCENARIOS)
+    for four in zip(rows[::4], rows[1::4], rows[2::4], rows[3::4], strict=True):
+        assert " ours " in four[0] and "KEDA model" in four[1] and "no-poll" in four[2]
+        assert "rate-aware" in four[3]
     assert "against the optimum" not in out
     assert list(tmp_path.iterdir()) == []
 
@@ -493,24 +528,26 @@ def test_compare_against_the_optimum(capsys: pytest.CaptureFixture[str]) -> None
     # waiting (64,000), n replicas from t=0 wait 9,000 + 10^6 / (2n): n = 9.09, and cost
     # n x 10 s of start-up + 1,000 s of work = 1,091.
     flood = next(row for row in rows if row.startswith("flood"))
-    assert flood.split()[2:] == ["64,000", "6,600", "34,000", "1.88x", "1,091", "6.05x"]
+    # Ours holds 20 replicas from t=30 to the step to zero at t=375: 6,900 replica-seconds.
+    assert flood.split()[2:] == ["64,000", "6,900", "34,000", "1.88x", "1,091", "6.33x"]
     # batch-dump, at the scenario's 100 replicas: ours has 100 ready at 40 (poll at 30), which
-    # drain 100/s for 500 s: 50,000 x 39 + 50,000 x 250 = 14,450,000. The optimum's are ready at
-    # 10: 50,000 x 9 + 12,500,000 = 12,950,000.
+    # drain 100/s for 500 s: 50,000 x 39 + 50,000 x 250 = 14,450,000; the tick at 540 reads 0,
+    # so 100 replicas from 30 to 825 (525 + 300): 79,500. The optimum's are ready at 10:
+    # 50,000 x 9 + 12,500,000 = 12,950,000.
     batch = next(row for row in rows if row.startswith("batch-dump"))
-    assert batch.split()[2:5] == ["14,450,000", "78,000", "12,950,000"]
+    assert batch.split()[2:5] == ["14,450,000", "79,500", "12,950,000"]
     assert batch.split()[5] == "1.12x"
-    assert "8 linear programs solved by SciPy's HiGHS in" in out
+    assert "12 linear programs solved by SciPy's HiGHS in" in out
 
 
 def test_compare_markdown_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--scenario", "flood", "--out", str(tmp_path / "plots"), "--markdown"]
     assert compare.main(argv) == 0
     out = capsys.readouterr().out
-    row = "| flood | ours | 39.0s | 1,000 | 64,000 | 64.0s | 86.5s | 6,600 | 1 | 270.0s | 2 |"
+    row = "| flood | ours | 39.0s | 1,000 | 64,000 | 64.0s | 86.5s | 6,900 | 1 | 285.0s | 2 |"
     assert row in out
     assert "| flood | KEDA model | 84.0s |" in out
-    assert "| flood | ours | 64,000 | 6,600 | 34,000 | 1.88x | 1,091 | 6.05x |" in out
+    assert "| flood | ours | 64,000 | 6,900 | 34,000 | 1.88x | 1,091 | 6.33x |" in out
     png = tmp_path / "plots" / "flood.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size < 150_000

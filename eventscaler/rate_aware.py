@@ -1,0 +1,144 @@
+"""The opt-in rate-aware sizing: replicas for the backlog to drain within targetDrainSeconds while
+messages keep arriving. Pure: readings, replicas and time in, an estimate out; no I/O, no clock.
+
+    needed = ceil((arrivals + backlog / targetDrainSeconds) / processingRate)
+
+`arrivals` (messages/s) is estimated from successive readings, as the median of the samples of
+the last `windowSeconds`, each bounded to [0, processingRate x maxReplicas]. One sample per
+interval between two good ticks, with N the replicas found at both ticks (new ones may still be
+starting) and mu the processing rate:
+- flow balance: (backlog now - backlog before) / interval + mu x N. Exact when the workers were
+  busy the whole interval, which they were when the backlog before alone was at least what they
+  process in it (backlog before >= mu x N x interval);
+- otherwise they kept up and may have idled, so the flow balance is only an upper bound; the
+  backlog is then about what is in flight, one message per busy replica, so mu x backlog is the
+  rate (Little's law with a time in the system of 1/mu), and the sample is the lower of the two.
+The median makes one noisy reading (the approximate count's error) move nothing, and the backlog
+term reacts at once to a queue that builds, so the window only sets how fast the base follows.
+
+processingRate may be derived from observed drain instead of given: over an interval where the
+backlog fell and was not empty at its end, the workers were busy throughout and arrivals are
+never negative, so (backlog before - backlog now) / (N x interval) is a lower bound of mu; the
+highest such bound is used until it is DRAIN_MEMORY old, when the next one seen replaces it.
+Until a drain has been observed there is no rate, and the rule's queue-length arithmetic sizes.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, replace
+
+from eventscaler.config import RateAware
+
+DRAIN_MEMORY = 3600.0  # seconds an observed drain rate stays the best one
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class RateMemory:
+    """What the estimate keeps between ticks: the last good reading and the recent samples."""
+
+    last: tuple[float, float, int] | None = None  # (time, backlog, replicas found)
+    samples: tuple[tuple[float, float], ...] = ()  # (time, arrival-rate sample) in the window
+    drain: tuple[float, float] | None = None  # (time, highest observed per-replica drain)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """The estimate behind one decision, for the decision and its reason."""
+
+    needed: int | None  # None: no processing rate yet, the queue-length arithmetic decides
+    arrivals: float
+    samples: int
+    backlog: float
+    processing_rate: float | None
+    target_drain_seconds: float
+    derived: bool  # the processing rate comes from observed drain
+
+    def describe(self) -> str:
+        if self.needed is None or self.processing_rate is None:
+            return "rate-aware: no drain observed yet, so no processingRate: sized by the target"
+        rate = f"{self.processing_rate:.3g} msg/s per replica"
+        if self.derived:
+            rate += " (observed drain)"
+        return (
+            f"rate-aware: arrivals {self.arrivals:.3g} msg/s (median of {self.samples} "
+            f"sample(s)), backlog {self.backlog:g}, processingRate {rate}: "
+            f"({self.arrivals:.3g} + {self.backlog:g}/{self.target_drain_seconds:g}s) / "
+            f"{self.processing_rate:.3g} -> {self.needed} replica(s) needed"
+        )
+
+
+def estimate(
+    mode: RateAware, memory: RateMemory, backlog: float, current: int, now: float, most: int
+) -> tuple[RateMemory, Sizing]:
+    """Fold the tick's good reading into the memory and size for it. `most` is maxReplicas."""
+    memory = _observe_drain(mode, memory, backlog, current, now)
+    rate = mode.processing_rate if mode.processing_rate is not None else _drain_rate(memory)
+    if rate is not None:
+        memory = _add_sample(mode, memory, backlog, current, now, rate * most, rate)
+    memory = replace(memory, last=(now, backlog, current))
+    values = [value for _, value in memory.samples]
+    arrivals = statistics.median(values) if values else 0.0
+    derived = mode.processing_rate is None
+    if rate is None:
+        return memory, Sizing(None, 0.0, 0, backlog, None, mode.target_drain_seconds, derived)
+    wanted = (arrivals + backlog / mode.target_drain_seconds) / rate
+    needed = max(math.ceil(wanted - _EPS), 0)
+    sizing = Sizing(
+        needed, arrivals, len(values), backlog, rate, mode.target_drain_seconds, derived
+    )
+    return memory, sizing
+
+
+def _interval(memory: RateMemory, now: float, current: int) -> tuple[float, float, int] | None:
+    """(seconds since the last good tick, the backlog then, replicas present at both)."""
+    if memory.last is None:
+        return None
+    then, before, replicas = memory.last
+    if now - then <= _EPS:
+        return None
+    return now - then, before, min(replicas, current)
+
+
+def _add_sample(
+    mode: RateAware,
+    memory: RateMemory,
+    backlog: float,
+    current: int,
+    now: float,
+    ceiling: float,
+    rate: float,
+) -> RateMemory:
+    kept = tuple(s for s in memory.samples if s[0] > now - mode.window_seconds + _EPS)
+    interval = _interval(memory, now, current)
+    if interval is None:
+        return replace(memory, samples=kept)
+    seconds, before, working = interval
+    flow = (backlog - before) / seconds + rate * working
+    busy = before >= rate * working * seconds
+    sample = flow if busy else min(flow, rate * backlog)
+    sample = min(max(sample, 0.0), ceiling)
+    return replace(memory, samples=(*kept, (now, sample)))
+
+
+def _observe_drain(
+    mode: RateAware, memory: RateMemory, backlog: float, current: int, now: float
+) -> RateMemory:
+    """With processingRate derived: a lower bound of it from an interval of steady work."""
+    interval = _interval(memory, now, current)
+    if mode.processing_rate is not None or interval is None:
+        return memory
+    seconds, before, working = interval
+    if working == 0 or backlog <= 0 or before <= backlog:
+        return memory
+    drained = (before - backlog) / (working * seconds)
+    best = memory.drain
+    if best is None or drained > best[1] or best[0] <= now - DRAIN_MEMORY:
+        best = (now, drained)
+    return replace(memory, drain=best)
+
+
+def _drain_rate(memory: RateMemory) -> float | None:
+    return memory.drain[1] if memory.drain is not None else None
