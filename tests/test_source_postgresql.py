@@ -23,6 +23,7 @@ The commented example of config.example.yaml loads; psycopg is imported only whe
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,6 +258,15 @@ def test_a_closed_port_is_unavailable(source: PostgresSource, jobs: PostgresServ
     with pytest.raises(SourceError) as raised:
         read(source, QUERY, **by_host(jobs, port=closed_port()))
     assert (raised.value.kind, raised.value.code) == ("Unavailable", "ConnectionError")
+
+
+def test_every_read_shares_one_watchdog_thread(
+    source: PostgresSource, jobs: PostgresServer
+) -> None:
+    for _ in range(20):
+        assert read(source, QUERY, **URL) == 23.0
+    watchdogs = [t for t in threading.enumerate() if t.name == "pg-watchdog"]
+    assert len(watchdogs) == 1  # not a timer thread per read
 
 
 def test_a_frozen_server_times_out_within_the_budget_then_reconnects(

@@ -19,12 +19,15 @@ password), reopened after a failure, and closed with the reader.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 import os
 import socket
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,16 +229,16 @@ class _Watchdog:
 
     def __init__(self, connection: psycopg.Connection[Any], seconds: float) -> None:
         self._connection = connection
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
+        self._seconds = seconds
+        self._key = 0
         self.fired = False
 
     def __enter__(self) -> _Watchdog:
-        self._timer.start()
+        self._key = _WATCHDOGS.arm(self._seconds, self._cut)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        _WATCHDOGS.disarm(self._key)
 
     def _cut(self) -> None:
         self.fired = True
@@ -245,6 +248,53 @@ class _Watchdog:
             return  # already closed
         with duplicate, contextlib.suppress(OSError):
             duplicate.shutdown(socket.SHUT_RDWR)  # the socket itself, not just this fd
+
+
+class _WatchdogThread:
+    """One thread keeps every read's watchdog: a timer thread started and cancelled per read
+    cost a third of the read's CPU (bench.readings)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._due: list[tuple[float, int, Callable[[], None]]] = []  # a heap
+        self._armed: set[int] = set()
+        self._keys = itertools.count(1)
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, cut: Callable[[], None]) -> int:
+        with self._condition:
+            key = next(self._keys)
+            heapq.heappush(self._due, (time.monotonic() + seconds, key, cut))
+            self._armed.add(key)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pg-watchdog", daemon=True)
+                self._thread.start()
+            if self._due[0][1] == key:  # the earliest now: the thread's wait is too long
+                self._condition.notify()
+        return key
+
+    def disarm(self, key: int) -> None:
+        with self._condition:
+            self._armed.discard(key)
+
+    def _run(self) -> None:
+        while True:
+            self._next_due()()
+
+    def _next_due(self) -> Callable[[], None]:
+        with self._condition:
+            while True:
+                while self._due and self._due[0][1] not in self._armed:
+                    heapq.heappop(self._due)  # disarmed: the read finished in time
+                delay = self._due[0][0] - time.monotonic() if self._due else None
+                if delay is not None and delay <= 0:
+                    _, key, cut = heapq.heappop(self._due)
+                    self._armed.discard(key)
+                    return cut
+                self._condition.wait(delay)
+
+
+_WATCHDOGS = _WatchdogThread()
 
 
 def _roll_back(connection: psycopg.Connection[Any]) -> None:
