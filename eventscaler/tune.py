@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import itertools
 import math
 import sys
 import time
@@ -401,44 +402,70 @@ class Search:
         return score(a.summary, self.max_p95) < score(b.summary, self.max_p95)
 
     def run(self) -> Outcome:
-        passes = 0
-        while passes < MAX_PASSES:
-            passes += 1
-            before = self.best
-            for index in range(len(self.dimensions)):
-                self._show(passes, index)
-                self._line(index)
-            if self.best is before:
-                break
+        """A descent from today's settings, then one from the leanest (every setting at its
+        first value: no window, no cooldown, no rate limit), which escapes the trap of a rule
+        whose windows pay for a low target; the cheapest of all the candidates wins."""
+        starts = [self.today.values]
+        lean = tuple(values[0] for values in self.values)
+        if lean != self.today.values:
+            starts.append(lean)
+        passes = sum(self._descend(start, number) for number, start in enumerate(starts, 1))
         if self.progress:
             self.progress.finish()
         meets = meets_target(self.best.summary, self.max_p95)
         return Outcome(self.today, self.best, meets, len(self.tried), self.stopped_early, passes)
 
-    def _show(self, passes: int, index: int) -> None:
+    def _descend(self, start: tuple[Hashable, ...], number: int) -> int:
+        """Coordinate descent from `start`: passes over every dimension until one changes
+        nothing. Returns the passes made."""
+        point = self.evaluate(start)
+        for passes in range(1, MAX_PASSES + 1):
+            before = point
+            for index in range(len(self.dimensions)):
+                self._show(number, passes, index)
+                point = self._line(point, index)
+            if point is before:
+                break
+        return passes
+
+    def _show(self, number: int, passes: int, index: int) -> None:
         if self.progress:
             name = self.dimensions[index].name
-            text = f"pass {passes}, {name}; {len(self.tried)} settings simulated"
+            text = f"descent {number}, pass {passes}, {name}; {len(self.tried)} simulated"
             self.progress.update(index, len(self.dimensions), text)
 
-    def _line(self, index: int) -> None:
-        """Every value of one dimension, the others at the best's: coarse to fine when many."""
-        values = self.values[index]
-        at = list(self.best.values)
+    def _line(self, point: Candidate, index: int) -> Candidate:
+        """Every value of one dimension, the others at `point`'s: coarse to fine when many.
+        Returns the best of them (`point` on a tie)."""
+        values, at = self.values[index], list(point.values)
+        best = point
 
-        def try_value(position: int) -> None:
+        def try_value(position: int) -> bool:
+            nonlocal best
             at[index] = values[position]
-            self.evaluate(tuple(at))
+            candidate = self.evaluate(tuple(at))
+            if self._better(candidate, best):
+                best = candidate
+            return meets_target(candidate.summary, self.max_p95)
 
         ordered = self.dimensions[index].ordered and len(values) > COARSE_ABOVE
-        coarse = range(0, len(values), 2) if ordered else range(len(values))
-        for position in sorted({*coarse, len(values) - 1}):
-            try_value(position)
+        coarse = sorted({*range(0, len(values), 2 if ordered else 1), len(values) - 1})
+        meets = [try_value(position) for position in coarse]
         if ordered:
-            best = values.index(self.best.values[index])
-            for position in (best - 1, best + 1):
-                if 0 <= position < len(values):
-                    try_value(position)
+            for position in _fine(coarse, meets, values.index(best.values[index]), len(values)):
+                try_value(position)
+        return best
+
+
+def _fine(coarse: Sequence[int], meets: Sequence[bool], best: int, size: int) -> list[int]:
+    """The values to try after the coarse ones: the neighbours of the best, and those skipped
+    where the target starts or stops being met (the cost is a staircase: the cheapest is often
+    at that edge)."""
+    fine = {best - 1, best + 1}
+    for (low, low_meets), (high, high_meets) in itertools.pairwise(zip(coarse, meets, strict=True)):
+        if low_meets != high_meets:
+            fine.update(range(low + 1, high))
+    return sorted(p for p in fine if 0 <= p < size)
 
 
 def _with_today(values: Sequence[Hashable], today: Hashable, ordered: bool) -> list[Hashable]:
@@ -609,7 +636,7 @@ def tune(setup: Setup, progress: Progress | None = None) -> tuple[Outcome, list[
         controller = PolicyController(rule)
         run = simulate_within(
             controller, rule, setup.load, setup.workers, setup.initial_replicas,
-            setup.duration, limit,
+            setup.duration, limit, samples=False,
         )  # fmt: skip
         return None if run is None else run.summary
 
