@@ -706,9 +706,9 @@ def _search_line(setup: Setup, outcome: Outcome, searched: int) -> str:
     if outcome.stopped_early:
         stopped = f" ({outcome.stopped_early} stopped once they cost more than the best)"
     return (
-        f"goal: a message's p95 wait <= {setup.max_p95:g}s at the least replica-seconds; "
-        f"{outcome.simulated} combinations of {searched} settings simulated{stopped}, "
-        f"{outcome.passes} pass(es) of a coordinate descent"
+        f"goal: a message's p95 wait <= {setup.max_p95:g}s at the least replica-seconds\n"
+        f"searched: {outcome.simulated} combinations of {searched} settings{stopped}, "
+        f"in {outcome.passes} passes of coordinate descent"
     )
 
 

@@ -164,8 +164,8 @@ def test_tune_prints_today_tuned_and_a_snippet_that_loads(
     rules = write_rules(tmp_path / "rules.yaml", {**WORKER, "maxReplicas": 20})
     status, out, err = run_tune(capsys, rules, "--no-optimum")
     assert status == 0, err
-    assert "goal: a message's p95 wait <= 60s at the least replica-seconds;" in out
-    assert out.splitlines()[5].split() == ["today", "tuned"]
+    assert "goal: a message's p95 wait <= 60s at the least replica-seconds\n" in out
+    assert out.splitlines()[6].split() == ["today", "tuned"]
     entry = pasted(out)
     # The fields the user wrote stay as written; the tuned ones are in the rule as simulated.
     assert entry["name"] == "orders" and entry["deployment"] == "orders-worker"
@@ -267,7 +267,7 @@ def test_no_setting_meets_the_target(tmp_path: Path, capsys: pytest.CaptureFixtu
     lowest = _column(out, "a message's wait, 95th percentile (p95)", 1)
     assert float(lowest.rstrip("s")) > 39
     assert f"no setting searched meets a p95 wait <= 20s: the lowest p95 found is {lowest}" in out
-    assert out.splitlines()[5].split() == ["today", "lowest", "p95"]
+    assert out.splitlines()[6].split() == ["today", "lowest", "p95"]
     assert "rules:" not in out
 
 
@@ -295,7 +295,7 @@ def test_the_optimum_beside_the_tuned(tmp_path: Path, capsys: pytest.CaptureFixt
     # 1,000 messages on at most 10 replicas: 100 s of work at least.
     status, out, _ = run_tune(capsys, rules, "--max-p95-wait", "150", load="flood")
     assert status == 0
-    assert out.splitlines()[5].split() == ["today", "tuned", "optimum"]
+    assert out.splitlines()[6].split() == ["today", "tuned", "optimum"]
     waiting = _column(out, "backlog message-seconds (the waiting)", 1)
     assert _column(out, "backlog message-seconds (the waiting)", 2) == waiting
     tuned = float(_column(out, "replica-seconds (the cost)", 1).replace(",", ""))
@@ -315,7 +315,7 @@ def test_without_scipy_the_optimum_is_skipped(
     status, out, _ = run_tune(capsys, rules, "--max-p95-wait", "150", load="flood")
     assert status == 0
     assert "the optimum: skipped, it needs SciPy: pip install -r requirements-dev.txt" in out
-    assert out.splitlines()[5].split() == ["today", "tuned"]
+    assert out.splitlines()[6].split() == ["today", "tuned"]
 
 
 @pytest.mark.parametrize(
