@@ -33,7 +33,7 @@ from eventscaler.config import parse_rules_text
 from eventscaler.scenarios import Load, scenario
 from eventscaler.simulate import PolicyController, Summary, WorkerModel, simulate, simulate_within
 
-WORKER = {
+WORKER: dict[str, Any] = {
     "name": "orders",
     "deployment": "orders-worker",
     "maxReplicas": 10,
