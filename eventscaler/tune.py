@@ -473,7 +473,7 @@ def _with_today(values: Sequence[Hashable], today: Hashable, ordered: bool) -> l
         return list(values)
     if ordered:
         return sorted([*values, today])  # type: ignore[type-var]
-    return [today, *values]
+    return [*values, today]  # last: the first value stays the leanest (no rate limit)
 
 
 # ---------------------------------------------------------------------------------------------
