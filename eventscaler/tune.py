@@ -559,7 +559,7 @@ COLUMN_WIDTH = 16
 
 
 def _row(label: str, cells: Sequence[str]) -> str:
-    return label.ljust(LABEL_WIDTH) + "".join(c.rjust(COLUMN_WIDTH) for c in cells)
+    return (label.ljust(LABEL_WIDTH) + "".join(c.rjust(COLUMN_WIDTH) for c in cells)).rstrip()
 
 
 def format_table(
