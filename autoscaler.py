@@ -4,6 +4,7 @@
     python autoscaler.py run --config rules.yaml [--kubeconfig FILE] [--once] [--dry-run]
     python autoscaler.py validate rules.yaml
     python autoscaler.py simulate --config rules.yaml --scenario flood [--compare] [--plot OUT.png]
+    python autoscaler.py tune --config rules.yaml --trace day.csv --max-p95-wait 60
     python autoscaler.py convert scaledobjects.yaml > rules.yaml
 
 `python autoscaler.py --help` lists every flag and the environment variable it defaults from.
@@ -54,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eventscaler.simulate import run_simulate_command
 
         return run_simulate_command(args)
+    if args.command == "tune":
+        from eventscaler.tune import run_tune_command
+
+        return run_tune_command(args)
     if args.command == "convert":
         from eventscaler.convert import run_convert_command
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from eventscaler.daemon import DEFAULT_RELOAD_INTERVAL, DEFAULT_WORKERS
 from eventscaler.target_views import DEFAULT_RESYNC_SECONDS
 
-COMMANDS = ("run", "validate", "status", "simulate", "convert")
+COMMANDS = ("run", "validate", "status", "simulate", "tune", "convert")
 # Commands that build the daemon, so take every `run` flag.
 DAEMON_COMMANDS = ("run", "status")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -99,6 +99,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     _add_status_parser(commands, environ)
     _add_validate_parser(commands, environ)
     _add_simulate_parser(commands)
+    _add_tune_parser(commands)
     convert = commands.add_parser(
         "convert",
         help="KEDA ScaledObjects -> a rule file on stdout; what was not converted on stderr",
@@ -163,10 +164,6 @@ def _add_validate_parser(commands: Commands, environ: Mapping[str, str]) -> None
 
 
 def _add_simulate_parser(commands: Commands) -> None:
-    # The simulator's defaults and scenario names, for --help (light modules: no matplotlib).
-    from eventscaler.scenarios import SCENARIOS
-    from eventscaler.simulate import DEFAULT_PROCESSING_RATE, DEFAULT_STARTUP_SECONDS
-
     simulate = commands.add_parser(
         "simulate",
         help="replay a scenario or a trace through a rule, with simulated workers",
@@ -175,36 +172,68 @@ def _add_simulate_parser(commands: Commands) -> None:
         "KEDA's documented semantics, not KEDA itself), no-poll (the rule's arithmetic without "
         "polling delay) and the optimum (a lower bound; needs SciPy).",
     )
-    simulate.add_argument("--config", required=True, help="rule file (YAML)")
-    load = simulate.add_mutually_exclusive_group(required=True)
-    load.add_argument("--scenario", choices=list(SCENARIOS), help="a built-in scenario")
-    load.add_argument("--trace", help="a CSV of time,messages arriving (docs/simulate.md)")
-    simulate.add_argument("--rule", help="the rule to simulate (needed if the file has several)")
-    simulate.add_argument(
-        "--processing-rate",
-        type=float,
-        default=DEFAULT_PROCESSING_RATE,
-        help=f"messages/s each ready replica processes (default {DEFAULT_PROCESSING_RATE:g})",
-    )
-    simulate.add_argument(
-        "--startup-seconds",
-        type=float,
-        default=DEFAULT_STARTUP_SECONDS,
-        help=f"seconds from creation to ready for a new replica "
-        f"(default {DEFAULT_STARTUP_SECONDS:g})",
-    )
-    simulate.add_argument(
-        "--duration", type=float, help="seconds to simulate (default: the scenario's)"
-    )
-    simulate.add_argument(
-        "--initial-replicas", type=int, help="replicas at t=0 (default: minReplicas)"
-    )
+    _add_replay_flags(simulate)
     simulate.add_argument("--plot", metavar="OUT.png", help="draw backlog and replicas")
     simulate.add_argument("--csv", metavar="OUT.csv", help="write the timeline, one row a second")
     simulate.add_argument(
         "--compare",
         action="store_true",
         help="also run the KEDA model and no-poll, and solve the optimum at ours' figures",
+    )
+
+
+def _add_tune_parser(commands: Commands) -> None:
+    tune = commands.add_parser(
+        "tune",
+        help="the cheapest settings of a rule that meet a p95 wait, found on the simulator",
+        description="Search the rule's settings (target per replica, cooldownPeriod, the "
+        "scale-down and scale-up windows and policies) on the simulator, with the same load and "
+        "worker model as simulate, and print the cheapest (least replica-seconds) whose p95 "
+        "message wait meets --max-p95-wait, beside today's and the optimum's (needs SciPy), "
+        "and the rule with them, ready to paste (docs/simulate.md).",
+    )
+    _add_replay_flags(tune)
+    tune.add_argument(
+        "--max-p95-wait",
+        type=float,
+        required=True,
+        metavar="S",
+        help="the longest 95th-percentile wait of a message allowed, in seconds",
+    )
+    tune.add_argument(
+        "--no-optimum", action="store_true", help="skip the optimum (a linear program)"
+    )
+
+
+def _add_replay_flags(parser: argparse.ArgumentParser) -> None:
+    """The rule, the load and the worker model: the same flags for simulate and tune."""
+    # The simulator's defaults and scenario names, for --help (light modules: no matplotlib).
+    from eventscaler.scenarios import SCENARIOS
+    from eventscaler.simulate import DEFAULT_PROCESSING_RATE, DEFAULT_STARTUP_SECONDS
+
+    parser.add_argument("--config", required=True, help="rule file (YAML)")
+    load = parser.add_mutually_exclusive_group(required=True)
+    load.add_argument("--scenario", choices=list(SCENARIOS), help="a built-in scenario")
+    load.add_argument("--trace", help="a CSV of time,messages arriving (docs/simulate.md)")
+    parser.add_argument("--rule", help="the rule to use (needed if the file has several)")
+    parser.add_argument(
+        "--processing-rate",
+        type=float,
+        default=DEFAULT_PROCESSING_RATE,
+        help=f"messages/s each ready replica processes (default {DEFAULT_PROCESSING_RATE:g})",
+    )
+    parser.add_argument(
+        "--startup-seconds",
+        type=float,
+        default=DEFAULT_STARTUP_SECONDS,
+        help=f"seconds from creation to ready for a new replica "
+        f"(default {DEFAULT_STARTUP_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--duration", type=float, help="seconds to simulate (default: the scenario's)"
+    )
+    parser.add_argument(
+        "--initial-replicas", type=int, help="replicas at t=0 (default: minReplicas)"
     )
 
 

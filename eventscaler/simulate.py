@@ -34,6 +34,7 @@ checked by hand.
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import math
 import random
@@ -221,10 +222,17 @@ class _World:
     """One controller's backlog and replicas during a run."""
 
     backlog: float = 0.0
-    pods: list[float] = field(default_factory=list)  # the time each replica is (or was) ready
+    # The time each replica is (or was) ready, in increasing order: a new replica is ready a
+    # fixed start-up after its write, so appending keeps the order.
+    pods: list[float] = field(default_factory=list)
 
     def ready(self, now: float) -> int:
-        return sum(1 for ready_at in self.pods if ready_at <= now + _EPS)
+        return bisect.bisect_right(self.pods, now + _EPS)
+
+    def next_ready(self, now: float) -> float | None:
+        """When the next replica still starting at `now` is ready."""
+        index = bisect.bisect_right(self.pods, now + _EPS)
+        return self.pods[index] if index < len(self.pods) else None
 
     def drain(self, span: float, rate: float) -> float:
         """Process for `span` seconds at `rate` messages/s; returns the backlog's exact integral
@@ -243,10 +251,9 @@ class _World:
     def resize(self, target: int, ready_at: float, now: float) -> None:
         while len(self.pods) < target:
             self.pods.append(ready_at)
-        if len(self.pods) > target:
-            # A ReplicaSet deletes the pods not yet ready first, the newest of them first.
-            self.pods.sort(key=lambda r: (r <= now + _EPS, -r))
-            del self.pods[: len(self.pods) - target]
+        # A ReplicaSet deletes the pods not yet ready first, the newest of them first, then the
+        # newest ready ones: in a list in order of readiness, always the last ones.
+        del self.pods[target:]
 
 
 def read_values(
@@ -275,7 +282,26 @@ def simulate(
     duration: float | None = None,
 ) -> Run:
     """Run `load` through `controller` for `duration` seconds (default: the load's)."""
+    run = simulate_within(controller, rule, load, workers, initial_replicas, duration)
+    assert run is not None  # no cost limit: the run always ends
+    return run
+
+
+def simulate_within(
+    controller: Controller,
+    rule: Rule,
+    load: Load,
+    workers: WorkerModel | None = None,
+    initial_replicas: int = 0,
+    duration: float | None = None,
+    cost_limit: float = math.inf,
+    samples: bool = True,
+) -> Run | None:
+    """As `simulate`, but None as soon as the replica-seconds pass `cost_limit`: a search for
+    the cheapest settings (`tune`) stops a run that can no longer be the cheapest. Without
+    `samples` the run has no timeline (only the figures), and takes half the time or less."""
     replay = _Replay(controller, rule, load, workers or WorkerModel(), initial_replicas)
+    replay.sampling = samples
     end = load.duration if duration is None else duration
     while True:
         replay.arrive()
@@ -284,6 +310,8 @@ def simulate(
         if replay.t >= end - _EPS:
             break
         replay.advance(replay.next_event(end))
+        if replay.replica_area > cost_limit:
+            return None
     return replay.result()
 
 
@@ -307,6 +335,7 @@ class _Replay:
         self.zero_at: float | None = None
         self.waiting = False
         self.processed: list[tuple[float, float]] = [(0.0, 0.0)]  # the cumulative work curve
+        self.sampling = True  # a row of the timeline every SAMPLE_INTERVAL
 
     def arrive(self) -> None:
         arrivals = self.arrivals
@@ -345,7 +374,7 @@ class _Replay:
             self.load_end = t if self.arrivals else None
         if self.load_end is not None and self.zero_at is None and not world.pods:
             self.zero_at = t
-        while self.next_sample * SAMPLE_INTERVAL <= t + _EPS:
+        while self.sampling and self.next_sample * SAMPLE_INTERVAL <= t + _EPS:
             at = self.next_sample * SAMPLE_INTERVAL
             self.samples.append(Sample(at, world.backlog, len(world.pods), ready))
             self.next_sample += 1
@@ -356,11 +385,13 @@ class _Replay:
         t, world = self.t, self.world
         ready = world.ready(t)
         drain = ready * self.workers.processing_rate
-        candidates = [end, self.next_sample * SAMPLE_INTERVAL]
+        candidates = [end, self.next_sample * SAMPLE_INTERVAL if self.sampling else end]
         if self.next_arrival < len(self.arrivals):
             candidates.append(self.arrivals[self.next_arrival][0])
         candidates.append(self.controller.next_wakeup(t, world.backlog, drain))
-        candidates.extend(ready_at for ready_at in world.pods if ready_at > t + _EPS)
+        next_ready = world.next_ready(t)
+        if next_ready is not None:
+            candidates.append(next_ready)
         if drain > 0 and world.backlog > _EPS:
             candidates.append(t + world.backlog / drain)  # the backlog empties
             if self.waiting:
