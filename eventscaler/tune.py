@@ -36,7 +36,10 @@ import yaml
 
 from eventscaler import sources
 from eventscaler.config import (
+    DEFAULT_RATE_WINDOW_SECONDS,
     MIN_TARGET,
+    OBSERVED,
+    RateAware,
     Rule,
     ScalingPolicy,
     ScalingRules,
@@ -261,6 +264,52 @@ UP_POLICIES: tuple[Policies, ...] = (
     ("Max", (_percent(100, 60),)),
 )
 
+DRAIN_TARGETS = (5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+RateSetting = tuple[float | None, float] | None  # (processingRate, targetDrainSeconds), or off
+
+
+def _rate_setting(rule: Rule) -> RateSetting:
+    mode = rule.rate_aware
+    return None if mode is None else (mode.processing_rate, mode.target_drain_seconds)
+
+
+def _with_rate_setting(rule: Rule, value: RateSetting) -> Rule:
+    if value is None:
+        return replace(rule, rate_aware=None)
+    window = rule.rate_aware.window_seconds if rule.rate_aware else DEFAULT_RATE_WINDOW_SECONDS
+    return replace(rule, rate_aware=RateAware(value[0], value[1], window))
+
+
+def _write_rate_setting(entry: dict[str, Any], defaults: Mapping[str, Any], tuned: Rule) -> None:
+    mode = tuned.rate_aware
+    if mode is None:
+        entry.pop("rateAware", None)
+        if "rateAware" in defaults:
+            entry["rateAware"] = None  # off for this rule alone: null overrides `defaults:`
+        return
+    written = dict(entry.get("rateAware") or defaults.get("rateAware") or {})
+    rate = OBSERVED if mode.processing_rate is None else _number(mode.processing_rate)
+    written.update(processingRate=rate, targetDrainSeconds=_number(mode.target_drain_seconds))
+    entry["rateAware"] = written
+
+
+def _rate_settings(rule: Rule, goal: Goal) -> list[RateSetting]:
+    """Off, or on at the processing rate measured (`--processing-rate`) with a drain target."""
+    return [None, *((goal.processing_rate, seconds) for seconds in DRAIN_TARGETS)]
+
+
+def _show_rate_setting(value: RateSetting) -> str:
+    if value is None:
+        return "off"
+    rate = "observed" if value[0] is None else f"{value[0]:g}/s"
+    return f"{rate}, drain {value[1]:g}s"
+
+
+def _one_signal(rule: Rule) -> bool:
+    """The rate-aware mode sizes one backlog: one trigger, or a scalingModifiers formula."""
+    return len(rule.triggers) == 1 or rule.scaling_modifiers is not None
+
+
 # In the order the search visits them: the target first, it moves the cost most.
 DIMENSIONS: tuple[Dimension, ...] = (
     Dimension(
@@ -285,6 +334,16 @@ DIMENSIONS: tuple[Dimension, ...] = (
     policies_dimension("scaleDown", DOWN_POLICIES),
     window_dimension("scaleUp", UP_WINDOWS),
     policies_dimension("scaleUp", UP_POLICIES),
+    Dimension(
+        name="rateAware",
+        applies=_one_signal,
+        current=_rate_setting,
+        values=_rate_settings,
+        apply=_with_rate_setting,
+        write=_write_rate_setting,
+        show=_show_rate_setting,
+        ordered=False,
+    ),
 )
 
 

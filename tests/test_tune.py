@@ -395,3 +395,25 @@ def test_progress_waits_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
     progress.update(1, 2, "quick")
     progress.finish()
     assert terminal.getvalue() == ""
+
+
+def test_the_rate_aware_mode_is_a_setting_searched_and_written_back() -> None:
+    rate_aware = next(d for d in tune.DIMENSIONS if d.name == "rateAware")
+    rule = rule_of(WORKER)
+    assert rate_aware.applies(rule) and rate_aware.current(rule) is None
+    tried = rate_aware.values(rule, tune.Goal(30.0, processing_rate=2.0))
+    assert tried[0] is None and (2.0, 10.0) in tried  # off, or on at the measured rate
+    tuned = rate_aware.apply(rule, (2.0, 20.0))
+    entry = dict(WORKER)
+    rate_aware.write(entry, {}, tuned)
+    assert entry["rateAware"] == {"processingRate": 2, "targetDrainSeconds": 20}
+    assert rule_of(entry).rate_aware == tuned.rate_aware  # loads as simulated
+    rate_aware.write(entry, {}, rate_aware.apply(tuned, None))
+    assert "rateAware" not in entry and rule_of(entry).rate_aware is None
+    from_defaults = {"rateAware": {"processingRate": 2}}
+    rate_aware.write(entry, from_defaults, rate_aware.apply(tuned, None))
+    loaded = parse_rules_text(yaml.safe_dump({"defaults": from_defaults, "rules": [entry]}), "t")
+    assert loaded.problems == () and loaded.rules[0].rate_aware is None  # null: off for it alone
+    two = {**WORKER, "triggers": WORKER["triggers"] * 2}
+    two["triggers"] = [{**t, "queueName": f"orders-{i}"} for i, t in enumerate(two["triggers"])]
+    assert not rate_aware.applies(rule_of(two))  # it sizes one backlog
