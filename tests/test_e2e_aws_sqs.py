@@ -29,6 +29,7 @@ from tests.support.source_e2e import (
     source_daemon,
     status_row,
 )
+from tests.test_e2e import SEEN_SOON
 from tests.test_source_aws_sqs import fill
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +54,8 @@ def test_flood_scales_in_one_poll_then_back_to_zero_after_the_cooldown(
         tmp_path / "rules.yaml", [rule_for(unique, cluster.namespace, sqs_trigger(sqs_server, url))]
     )
     target = f"{cluster.namespace}/{unique}"
-    with source_daemon(cluster, rules, sqs_env(sqs_server)) as proc:
+    # A pause set and removed by hand is seen at the target's next read: within a second here.
+    with source_daemon(cluster, rules, sqs_env(sqs_server), *SEEN_SOON) as proc:
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")
         # Paused while the messages land, so one tick sees them all.
         cluster.annotate(unique, "eventscaler.io/paused", "true")

@@ -29,6 +29,7 @@ from tests.support.cluster import Cluster, wait_for
 from tests.support.daemon_process import DaemonProcess, run_command
 from tests.support.servers.nats import NatsServer
 from tests.support.servers.redis import RedisServer
+from tests.test_e2e import SEEN_SOON
 
 pytestmark = pytest.mark.e2e
 
@@ -212,7 +213,7 @@ def rule(name: str, namespace: str, trigger: dict[str, Any], **fields: Any) -> d
     }
 
 
-def daemon(cluster: Cluster, rules: Path, env: dict[str, str]) -> DaemonProcess:
+def daemon(cluster: Cluster, rules: Path, env: dict[str, str], *extra: str) -> DaemonProcess:
     args = [
         "run",
         "--config",
@@ -223,6 +224,7 @@ def daemon(cluster: Cluster, rules: Path, env: dict[str, str]) -> DaemonProcess:
         "0.3",
         "--log-level",
         "DEBUG",
+        *extra,
     ]
     return DaemonProcess(args, env=env)
 
@@ -244,7 +246,8 @@ def test_flood_scales_zero_to_n_in_one_step_and_drain_back_to_zero(
     )
     target = f"{cluster.namespace}/{unique}"
     count = 7 * backend.per_replica + 3  # ceil((7 x target + 3) / target) = 8
-    with daemon(cluster, rules, backend.env()) as proc:
+    # A pause set and removed by hand is seen at the target's next read: within a second here.
+    with daemon(cluster, rules, backend.env(), *SEEN_SOON) as proc:
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")  # it reads, idle at zero
         # NATS takes the messages one by one, which may take longer than a poll: the rule is
         # paused while they land, so the tick after the pause sees the whole flood at once.
