@@ -6,7 +6,7 @@
 - SQS stopped mid-run: the rule holds its replicas, reports the error naming the queue, and
   scales again once SQS is back;
 - a wrong secret key (moto with IAM checks): a per-rule Unauthorized error naming the rule and
-  the trigger, and neither the wrong nor the right secret in the log, /metrics or /status;
+  the trigger, the replicas held (that the key shows nowhere: tests/test_secrets.py);
 - `validate` names a misspelt field.
 """
 
@@ -106,7 +106,7 @@ def test_sqs_stopped_holds_the_replicas_reports_and_recovers(
         assert proc.stop() == 0
 
 
-def test_a_wrong_secret_key_is_a_clear_per_rule_error_and_never_shown(
+def test_a_wrong_secret_key_is_a_clear_per_rule_error(
     cluster: Cluster, sqs_iam_server: IamCheckedSqsServer, unique: str, tmp_path: Path
 ) -> None:
     url = sqs_iam_server.client().create_queue(QueueName=unique)["QueueUrl"]
@@ -118,7 +118,7 @@ def test_a_wrong_secret_key_is_a_clear_per_rule_error_and_never_shown(
         [rule_for(unique, cluster.namespace, sqs_trigger(sqs_iam_server, url))],
     )
     with source_daemon(cluster, rules, env) as proc:
-        line = proc.wait_for_output(
+        proc.wait_for_output(
             rf"rule {unique}: .*aws-sqs-queue '{unique}' .*Unauthorized: 127\.0\.0\.1:\d+ refused "
             r"the credentials from the environment \(AWS_ACCESS_KEY_ID\) \(HTTP 403 "
             r"SignatureDoesNotMatch\)"
@@ -128,8 +128,6 @@ def test_a_wrong_secret_key_is_a_clear_per_rule_error_and_never_shown(
     assert cluster.replicas(unique) == 2  # a reading it did not get scales nothing
     assert "Unauthorized" in status_row(status, unique)["error"]
     assert 'kind="Unauthorized"' in metrics
-    for text in (proc.output, metrics, str(status), line[0]):
-        assert wrong not in text and sqs_iam_server.secret_access_key not in text
 
 
 def test_validate_names_a_misspelt_field(tmp_path: Path) -> None:

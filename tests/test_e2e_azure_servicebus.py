@@ -12,13 +12,12 @@ through REQUESTS_CA_BUNDLE) or, when E2E_SERVICEBUS_CONNECTION_STRING holds a co
   holds its replicas, reports the error naming the queue and the env var, and follows the count
   again once the endpoint is back;
 - a wrong key: a per-rule Unauthorized error naming the rule and the env var, while a second rule
-  with the right key goes on scaling; neither key in the log, /metrics or /status;
+  with the right key goes on scaling (that neither key shows anywhere: tests/test_secrets.py);
 - `validate` names a misspelt field.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -124,7 +123,7 @@ def test_endpoint_stopped_holds_the_replicas_reports_and_recovers(
         assert proc.stop() == 0
 
 
-def test_a_wrong_key_is_a_clear_per_rule_error_and_never_shown(
+def test_a_wrong_key_is_a_clear_per_rule_error(
     cluster: Cluster, bus: Bus, unique: str, tmp_path: Path
 ) -> None:
     bad, good = f"{unique}-bad", f"{unique}-good"
@@ -151,10 +150,7 @@ def test_a_wrong_key_is_a_clear_per_rule_error_and_never_shown(
         assert proc.stop() == 0
     assert cluster.replicas(bad) == 1
     assert "AuthenticationFailed" in status_row(status, bad)["error"]
-    key = right.split("SharedAccessKey=", 1)[1]
-    for text in (proc.output, metrics, json.dumps(status)):
-        for secret in (key, WRONG_KEY, right, wrong, key[:12], WRONG_KEY[:12]):
-            assert secret not in text
+    assert 'kind="Unauthorized"' in metrics
 
 
 def test_validate_names_a_misspelt_field(tmp_path: Path) -> None:

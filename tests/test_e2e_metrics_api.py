@@ -5,8 +5,8 @@
 - the endpoint stopped mid-run: the rule holds its replicas, reports the error naming the
   endpoint (never its query), and follows the value again once the endpoint is back;
 - a wrong bearer token, and a URL from urlFromEnv whose query carries a signature: a per-rule
-  Unauthorized error naming the rule and the env var, and neither the token nor the signature
-  in the log, /metrics or /status;
+  Unauthorized error naming the rule and the env var, the replicas held (that neither the token
+  nor the signature shows anywhere: tests/test_secrets.py);
 - `validate` names a misspelt field.
 """
 
@@ -113,7 +113,7 @@ def test_endpoint_stopped_holds_the_replicas_reports_and_recovers(
         assert proc.stop() == 0
 
 
-def test_wrong_credentials_are_a_clear_per_rule_error_and_never_shown(
+def test_wrong_credentials_are_a_clear_per_rule_error(
     cluster: Cluster, endpoint: MetricsApiServer, unique: str, tmp_path: Path
 ) -> None:
     token, wrong = "right-token-5d41402abc4b2a76", "wrong-token-7d793037a0760186"
@@ -152,9 +152,8 @@ def test_wrong_credentials_are_a_clear_per_rule_error_and_never_shown(
         assert proc.stop() == 0
     assert cluster.replicas(f"{unique}-bearer") == 1
     assert "Unauthorized" in status_row(status, f"{unique}-bearer")["error"]
-    for text in (proc.output, metrics, json.dumps(status)):
-        for secret in (token, wrong, signature[:-1], env["STATS_URL"]):
-            assert secret not in text
+    assert "Unauthorized" in status_row(status, f"{unique}-url")["error"]
+    assert 'kind="Unauthorized"' in metrics
 
 
 def test_validate_names_a_misspelt_field(tmp_path: Path) -> None:

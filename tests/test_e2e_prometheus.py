@@ -8,14 +8,13 @@ controls), and the Kubernetes API test server (or E2E_KUBECONFIG's cluster).
 - wrong credentials (a wrong basic password on a Prometheus that requires one; a wrong bearer
   token and a wrong custom auth header through a proxy that checks them; an address from
   serverAddressFromEnv with a password and a token in it) and a bad query (inline, and from
-  queryFromEnv with a secret in it): a clear per-rule error each, the replicas held, and no
-  secret, whole or in pieces, in the daemon's log, /metrics, /status or the API requests;
+  queryFromEnv with a secret in it): a clear per-rule error each, the replicas held (that no
+  secret shows anywhere is the sweep's, tests/test_secrets.py);
 - `validate` names a misspelt field.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from tests.support.source_e2e import (
     status_row,
     wait_failing_past_the_cooldown,
 )
-from tests.test_secrets import Secrets, random_key
+from tests.test_secrets import random_key
 
 pytestmark = pytest.mark.e2e
 
@@ -102,14 +101,13 @@ def test_prometheus_stopped_holds_the_replicas_reports_and_recovers(
         assert proc.stop() == 0
 
 
-def test_wrong_credentials_and_bad_queries_are_per_rule_errors_and_never_shown(
-    cluster_and_server: tuple[Cluster, Any],
+def test_wrong_credentials_and_bad_queries_are_per_rule_errors(
+    cluster: Cluster,
     prometheus_server: PrometheusServer,
     prometheus_guarded_server: GuardedPrometheusServer,
     unique: str,
     tmp_path: Path,
 ) -> None:
-    cluster, api = cluster_and_server
     guarded, p = prometheus_guarded_server, unique
     token, header_value = random_key()[:32], random_key()[:28]
     wrong_password, url_password, url_token = (random_key()[:24] for _ in range(3))
@@ -127,10 +125,6 @@ def test_wrong_credentials_and_bad_queries_are_per_rule_errors_and_never_shown(
                         f"{quote(url_token, safe='')}",
             "PROM_QUERY": f'sum({METRIC}{{rule="{query_secret}"}}',  # unclosed: a bad query
         }  # fmt: skip
-        secrets = Secrets(
-            whole=[env["PROM_URL"], env["PROM_QUERY"]],
-            pieces_of=[wrong_password, token, header_value, url_password, url_token, query_secret],
-        )
         triggers = {
             f"{p}-basic": trigger(guarded.url, series, authModes="basic",
                                   usernameFromEnv="PROM_USER", passwordFromEnv="PROM_PW"),
@@ -176,12 +170,6 @@ def test_wrong_credentials_and_bad_queries_are_per_rule_errors_and_never_shown(
         assert cluster.replicas(name) == 1, name
     assert "Unauthorized" in status_row(status, f"{p}-basic")["error"]
     assert 'kind="Unauthorized"' in metrics and 'kind="ServiceError"' in metrics
-    outputs = {"daemon log": proc.output, "/metrics": metrics, "/status": json.dumps(status)}
-    if api is not None:  # the test server's log of every request, Events included
-        outputs["Kubernetes API requests"] = json.dumps(api.requests, default=str)
-    leaks = {where: found for where, text in outputs.items() if (found := secrets.found_in(text))}
-    assert not leaks, f"secrets found: {leaks}"
-    assert secrets.found_in(f"x{token[3:18]}x")  # the search itself works
 
 
 def test_validate_names_a_misspelt_field(tmp_path: Path) -> None:

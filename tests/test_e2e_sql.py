@@ -8,13 +8,12 @@ and `mysql` sources (each test runs for both):
   cooldown, each error names the rule and the query; started again, the same daemon follows the
   rows again;
 - a wrong password: a clear per-rule Unauthorized error naming the env var, the replicas held,
-  and neither the password nor the connection string in the log, /metrics or /status;
+  while the right one scales (that neither shows anywhere: the sweep, tests/test_secrets.py);
 - `validate` names a misspelt field.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -169,7 +168,7 @@ def test_server_stopped_holds_the_replicas_reports_and_recovers(
         assert proc.stop() == 0
 
 
-def test_wrong_password_is_a_clear_per_rule_error_and_never_shown(
+def test_wrong_password_is_a_clear_per_rule_error(
     cluster: Cluster, database: Database, unique: str, tmp_path: Path
 ) -> None:
     table = table_for(unique)
@@ -182,8 +181,7 @@ def test_wrong_password_is_a_clear_per_rule_error_and_never_shown(
         [rule_for(good, cluster.namespace, database.by_host(table, PASSWORD_ENV)),
          rule_for(wrong, cluster.namespace, database.by_host(table, WRONG_ENV))],
     )  # fmt: skip
-    env = database.env()
-    with source_daemon(cluster, rules, env) as proc:
+    with source_daemon(cluster, rules, database.env()) as proc:
         wait_for(lambda: cluster.replicas(good) == 3, 15, what="the good rule reads: 1 -> 3")
         proc.wait_for_output(
             rf"rule {wrong}: source read failed: .*{database.type} query .* \(password from env "
@@ -194,9 +192,6 @@ def test_wrong_password_is_a_clear_per_rule_error_and_never_shown(
     assert cluster.replicas(wrong) == 1
     assert "AuthenticationFailed" in status_row(status, wrong)["error"]
     assert 'kind="Unauthorized"' in metrics
-    for text in (proc.output, metrics, json.dumps(status)):
-        for secret in (WRONG_PASSWORD, env[PASSWORD_ENV], env[SECRET_ENV]):
-            assert secret not in text
 
 
 def test_validate_names_a_misspelt_field(database: Database, tmp_path: Path) -> None:
