@@ -89,14 +89,14 @@ def test_flood_scales_zero_to_max_in_one_step_then_back_to_zero_after_cooldown(
         azurite.send_messages(unique, 1000)
         cluster.annotate(unique, "eventscaler.io/paused", None)
         wait_for(lambda: cluster.replicas(unique) == 20, 10, what="0 -> 20")
-        assert proc.scale_lines() == [(target, 0, 20)]  # one step, not 0 -> 1 -> ...
+        proc.assert_scale_lines([(target, 0, 20)])  # one step, not 0 -> 1 -> ...
 
         assert azurite.delete_messages(unique, 1000) == 1000  # the workers drain the queue
         drained = time.monotonic()
         wait_for(lambda: cluster.replicas(unique) == 0, COOLDOWN + 10, what="20 -> 0")
         # Not before the queue stayed idle for the cooldown (less one poll of detection lag).
         assert time.monotonic() - drained >= COOLDOWN - POLL
-        assert proc.scale_lines() == [(target, 0, 20), (target, 20, 0)]
+        proc.assert_scale_lines([(target, 0, 20), (target, 20, 0)])
         assert "cooldownPeriod" in proc.output
         assert proc.stop() == 0
     assert "stopped" in proc.output
@@ -124,7 +124,7 @@ def test_the_step_to_zero_comes_on_the_first_tick_at_cooldown(
         # are their slots on the schedule, whatever each start's jitter and read time. (The line
         # is logged just after the write the API already shows: wait for it.)
         proc.wait_for_output(rf"{target}: scaled 3 -> 0 .*no activity for 6\.0s >= cooldownPeriod")
-        assert proc.scale_lines() == [(target, 0, 3), (target, 3, 0)]
+        proc.assert_scale_lines([(target, 0, 3), (target, 3, 0)])
         held = re.findall(rf"rule {unique}: 3 -> 3 \[[a-z-]+\]: .*{unique}=0/5", proc.output)
         assert len(held) == cooldown / poll - 1, proc.output
         assert proc.stop() == 0
@@ -166,7 +166,7 @@ def test_dry_run_logs_the_would_be_write_and_changes_nothing(
         assert proc.stop() == 0
     assert cluster.replicas(unique) == 0
     assert cluster.generation(unique) == generation  # no write reached the Deployment
-    assert proc.scale_lines() == []
+    proc.assert_scale_lines([])
 
 
 def test_missing_deployment_fails_only_its_rule(

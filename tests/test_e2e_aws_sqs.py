@@ -63,13 +63,13 @@ def test_flood_scales_in_one_poll_then_back_to_zero_after_the_cooldown(
         fill(sqs_server, url, visible=37, in_flight=8, delayed=5)
         cluster.annotate(unique, "eventscaler.io/paused", None)
         wait_for(lambda: cluster.replicas(unique) == 9, 10, what="0 -> 9")
-        assert proc.scale_lines() == [(target, 0, 9)]
+        proc.assert_scale_lines([(target, 0, 9)])
 
         sqs_server.client().purge_queue(QueueUrl=url)  # the workers are done
         drained = time.monotonic()
         wait_for(lambda: cluster.replicas(unique) == 0, COOLDOWN + 10, what="9 -> 0")
         assert time.monotonic() - drained >= COOLDOWN - POLL
-        assert proc.scale_lines() == [(target, 0, 9), (target, 9, 0)]
+        proc.assert_scale_lines([(target, 0, 9), (target, 9, 0)])
         assert proc.stop() == 0
 
 
@@ -98,7 +98,7 @@ def test_sqs_stopped_holds_the_replicas_reports_and_recovers(
                 what="failed reads for longer than the cooldown",
             )
             assert cluster.replicas(unique) == 4
-            assert proc.scale_lines() == [(f"{cluster.namespace}/{unique}", 0, 4)]
+            proc.assert_scale_lines([(f"{cluster.namespace}/{unique}", 0, 4)])
         # moto keeps its queues in memory: the restarted server has the queue again once made.
         sqs_server.client().create_queue(QueueName=unique)
         fill(sqs_server, url, visible=30, in_flight=0, delayed=0)

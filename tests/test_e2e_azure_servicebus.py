@@ -85,12 +85,12 @@ def test_count_up_scales_in_one_poll_then_back_to_zero_after_the_cooldown(
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0", timeout=30)
         bus.set_queue(unique, active=42)
         wait_for(lambda: cluster.replicas(unique) == 9, 30, what="0 -> 9")
-        assert proc.scale_lines() == [(target, 0, 9)]
+        proc.assert_scale_lines([(target, 0, 9)])
         bus.set_queue(unique, active=0, dead_letter=12)  # dead-lettered: not counted
         lowered = time.monotonic()
         wait_for(lambda: cluster.replicas(unique) == 0, COOLDOWN + 30, what="9 -> 0")
         assert time.monotonic() - lowered >= COOLDOWN - 0.5
-        assert proc.scale_lines() == [(target, 0, 9), (target, 9, 0)]
+        proc.assert_scale_lines([(target, 0, 9), (target, 9, 0)])
         assert proc.stop() == 0
 
 

@@ -49,12 +49,12 @@ def test_inside_the_window_scales_up_in_one_poll_and_down_after_it_ends(
     target = f"{cluster.namespace}/{unique}"
     with source_daemon(cluster, rules, {}) as proc:
         wait_for(lambda: cluster.replicas(unique) == 6, 10, what="0 -> 6 inside the window")
-        assert proc.scale_lines() == [(target, 0, 6)]
+        proc.assert_scale_lines([(target, 0, 6)])
         seconds_left = (end - datetime.now(UTC)).total_seconds()
         wait_for(lambda: cluster.replicas(unique) == 0, seconds_left + COOLDOWN + 10,
                  what="6 -> 0 after the window")  # fmt: skip
         assert datetime.now(UTC) >= end + timedelta(seconds=COOLDOWN - POLL)
-        assert proc.scale_lines() == [(target, 0, 6), (target, 6, 0)]
+        proc.assert_scale_lines([(target, 0, 6), (target, 6, 0)])
         assert proc.stop() == 0
 
 
@@ -75,7 +75,7 @@ def test_outside_the_window_nothing_is_asked(cluster: Cluster, unique: str, tmp_
         wait_for(lambda: cluster.replicas(running) == 0, COOLDOWN + 10, what="3 -> 0")
         assert time.monotonic() - started >= COOLDOWN - POLL
         assert cluster.replicas(idle) == 0
-        assert proc.scale_lines() == [(f"{cluster.namespace}/{running}", 3, 0)]
+        proc.assert_scale_lines([(f"{cluster.namespace}/{running}", 3, 0)])
         assert proc.stop() == 0
 
 

@@ -69,12 +69,12 @@ def test_value_up_scales_in_one_poll_then_back_to_zero_after_the_cooldown(
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")
         endpoint.answer(tasks(42))
         wait_for(lambda: cluster.replicas(unique) == 9, 10, what="0 -> 9")
-        assert proc.scale_lines() == [(target, 0, 9)]
+        proc.assert_scale_lines([(target, 0, 9)])
         endpoint.answer(tasks(0))
         lowered = time.monotonic()
         wait_for(lambda: cluster.replicas(unique) == 0, COOLDOWN + 10, what="9 -> 0")
         assert time.monotonic() - lowered >= COOLDOWN - POLL
-        assert proc.scale_lines() == [(target, 0, 9), (target, 9, 0)]
+        proc.assert_scale_lines([(target, 0, 9), (target, 9, 0)])
         assert proc.stop() == 0
 
 

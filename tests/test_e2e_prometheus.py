@@ -68,14 +68,14 @@ def test_value_up_scales_in_one_poll_then_back_to_zero_after_the_cooldown(
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")
         set_backlog(prometheus_server, unique, 42)
         wait_for(lambda: cluster.replicas(unique) == 9, 15, what="0 -> 9")
-        assert proc.scale_lines() == [(target, 0, 9)]
+        proc.assert_scale_lines([(target, 0, 9)])
         lowered = time.monotonic()
         set_backlog(prometheus_server, unique, 0)
         wait_for(lambda: cluster.replicas(unique) == 0, COOLDOWN + 15, what="9 -> 0")
         # No tick read 0 before `lowered`, and one read 42 within a poll of it: the cooldown
         # counts from then, however long the scrape took to show the 0.
         assert time.monotonic() - lowered >= COOLDOWN - POLL
-        assert proc.scale_lines() == [(target, 0, 9), (target, 9, 0)]
+        proc.assert_scale_lines([(target, 0, 9), (target, 9, 0)])
         assert proc.stop() == 0
 
 

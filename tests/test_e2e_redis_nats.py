@@ -257,13 +257,13 @@ def test_flood_scales_zero_to_n_in_one_step_and_drain_back_to_zero(
         cluster.annotate(unique, "eventscaler.io/paused", None)
         wait_for(lambda: cluster.replicas(unique) == 8, 15, what="0 -> 8")
         proc.wait_for_output(rf"{target}: scaled 0 -> 8")  # logged once the write returned
-        assert proc.scale_lines() == [(target, 0, 8)]  # one step
+        proc.assert_scale_lines([(target, 0, 8)])  # one step
         backend.drain(key)
         drained = time.monotonic()
         wait_for(lambda: cluster.replicas(unique) == 0, COOLDOWN + 15, what="8 -> 0")
         assert time.monotonic() - drained >= COOLDOWN - POLL
         proc.wait_for_output(rf"{target}: scaled 8 -> 0")
-        assert proc.scale_lines() == [(target, 0, 8), (target, 8, 0)]
+        proc.assert_scale_lines([(target, 0, 8), (target, 8, 0)])
         assert proc.stop() == 0
 
 

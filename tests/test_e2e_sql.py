@@ -137,12 +137,12 @@ def test_rows_up_scale_out_in_one_poll_and_rows_done_back_to_zero_after_the_cool
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")
         database.set_rows(table, 43)
         wait_for(lambda: cluster.replicas(unique) == 9, 15, what="0 -> 9")
-        assert proc.scale_lines() == [(target, 0, 9)]  # one write: ceil(43 / 5)
+        proc.assert_scale_lines([(target, 0, 9)])  # one write: ceil(43 / 5)
         database.set_rows(table, 0)
         lowered = time.monotonic()
         wait_for(lambda: cluster.replicas(unique) == 0, COOLDOWN + 15, what="9 -> 0")
         assert time.monotonic() - lowered >= COOLDOWN - POLL
-        assert proc.scale_lines() == [(target, 0, 9), (target, 9, 0)]
+        proc.assert_scale_lines([(target, 0, 9), (target, 9, 0)])
         assert proc.stop() == 0
 
 

@@ -330,13 +330,13 @@ def test_e2e_flood_scales_0_to_n_in_one_step_and_drains_to_0_after_the_cooldown(
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")  # buried jobs do not count
         kick(beanstalkd_server, unique, 95)  # ceil(95 / 10) = 10
         wait_for(lambda: cluster.replicas(unique) == 10, 15, what="0 -> 10")
-        assert proc.scale_lines() == [(target, 0, 10)]
+        proc.assert_scale_lines([(target, 0, 10)])
 
         drain(beanstalkd_server, unique)
         drained = time.monotonic()
         wait_for(lambda: cluster.replicas(unique) == 0, COOLDOWN + 15, what="10 -> 0")
         assert time.monotonic() - drained >= COOLDOWN - POLL
-        assert proc.scale_lines() == [(target, 0, 10), (target, 10, 0)]
+        proc.assert_scale_lines([(target, 0, 10), (target, 10, 0)])
         assert proc.stop() == 0
 
 

@@ -74,7 +74,7 @@ def scale_up_and_back_to_zero(
         wait_for(lambda: cluster.scale_replicas(target) == 3, WAIT, what="0 -> 3")
         assert azurite.delete_messages(queue, 12) == 12
         wait_for(lambda: cluster.scale_replicas(target) == 0, COOLDOWN + WAIT, what="3 -> 0")
-        assert proc.scale_lines() == [(shown, 0, 3), (shown, 3, 0)]
+        proc.assert_scale_lines([(shown, 0, 3), (shown, 3, 0)])
         assert proc.stop() == 0
         return proc.output
 
@@ -157,7 +157,7 @@ def test_a_rule_file_of_the_deployment_era_runs_unchanged(
     with daemon(cluster, azurite, rules, "--health-port", "0") as proc:
         azurite.send_messages(unique, 10)
         wait_for(lambda: cluster.replicas(unique) == 2, WAIT, what="0 -> 2")
-        assert proc.scale_lines() == [(f"{cluster.namespace}/{unique}", 0, 2)]
+        proc.assert_scale_lines([(f"{cluster.namespace}/{unique}", 0, 2)])
         labels = {"rule": unique, "target_kind": "Deployment", "target": unique}
         wait_for(
             lambda: (

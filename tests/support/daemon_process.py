@@ -66,6 +66,16 @@ class DaemonProcess:
         """Every `scaled A -> B` the daemon logged, as (namespace/name, A, B)."""
         return [(m[1], int(m[2]), int(m[3])) for m in SCALED.finditer(self.output)]
 
+    def assert_scale_lines(
+        self, expected: list[tuple[str, int, int]], timeout: float = 10.0
+    ) -> None:
+        """The daemon logged exactly these writes. Waits for them first: the target shows a write
+        a moment before the daemon's line about it reaches this process."""
+        deadline = time.monotonic() + timeout * WAIT_SCALE
+        while len(self.scale_lines()) < len(expected) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.scale_lines() == expected, self.output
+
     def wait_for_output(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
         deadline = time.monotonic() + timeout * WAIT_SCALE
         while time.monotonic() < deadline:
