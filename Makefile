@@ -32,8 +32,12 @@ demo: $(VENV_STAMP) $(AZURITE) ## the flood story on a local stand-in cluster an
 servers: ## the sources' real test servers from Debian (rabbitmq, redis, nats, beanstalkd, postgresql, mariadb, prometheus), only those missing
 	bash .ci/install-servers
 
+# The suite mostly waits on real servers and daemons (the load stays low), so its files run on
+# TEST_WORKERS workers at once; each worker is a session with its own servers.
+TEST_WORKERS ?= 4
+
 test: $(VENV_STAMP) $(AZURITE) servers ## unit and end-to-end tests (E2E_KUBECONFIG=... for a real cluster)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(VENV_STAMP) $(AZURITE) ## issue 6's benchmark, a few minutes; BENCH_ARGS="--help" for options
 	$(PY) -m bench.run $(BENCH_ARGS)

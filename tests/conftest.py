@@ -50,11 +50,30 @@ def write_rules(path: Path, rules: list[dict[str, Any]], **defaults: Any) -> Pat
     return path
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The fault suite's figures (FIGURES of tests/test_faults.py), one line per fault."""
+def _fault_figures() -> list[str]:
     import sys
 
-    figures = getattr(sys.modules.get("tests.test_faults"), "FIGURES", None)
+    return list(getattr(sys.modules.get("tests.test_faults"), "FIGURES", []))
+
+
+_WORKER_FIGURES: list[str] = []  # on pytest-xdist's controller: the lines its workers sent
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, hand the fault figures to the controller, which prints them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_figures"] = _fault_figures()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _WORKER_FIGURES.extend(getattr(node, "workeroutput", {}).get("fault_figures", []))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's figures (FIGURES of tests/test_faults.py), one line per fault."""
+    figures = _fault_figures() + _WORKER_FIGURES
     if figures:
         terminalreporter.section("fault injection figures")
         for line in figures:
