@@ -596,9 +596,10 @@ def test_e2e_flood_scales_0_to_n_in_one_step_and_drains_to_0_after_the_cooldown(
         for name in (over_amqp, over_http):
             wait_for(lambda n=name: cluster.replicas(n) == 10, 20, what=f"{name} 0 -> 10")
         target = f"{cluster.namespace}/{{}}"
-        assert (target.format(over_amqp), 0, 10) in proc.scale_lines()
-        assert (target.format(over_http), 0, 10) in proc.scale_lines()
-        assert len(proc.scale_lines()) == 2  # one step each, never 0 -> 1 -> ...
+        lines = proc.wait_scale_lines(2)
+        assert (target.format(over_amqp), 0, 10) in lines
+        assert (target.format(over_http), 0, 10) in lines
+        assert len(lines) == 2  # one step each, never 0 -> 1 -> ...
 
         for name in (over_amqp, over_http):
             purge(rabbitmq_server, name)  # the workers drained it
@@ -606,7 +607,7 @@ def test_e2e_flood_scales_0_to_n_in_one_step_and_drains_to_0_after_the_cooldown(
         for name in (over_amqp, over_http):
             wait_for(lambda n=name: cluster.replicas(n) == 0, COOLDOWN + 20, what=f"{name} -> 0")
         assert time.monotonic() - drained >= COOLDOWN - POLL
-        assert len(proc.scale_lines()) == 4
+        assert len(proc.wait_scale_lines(4)) == 4
         assert proc.stop() == 0
     assert rabbitmq_server.password not in proc.output
 

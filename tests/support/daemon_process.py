@@ -71,10 +71,14 @@ class DaemonProcess:
     ) -> None:
         """The daemon logged exactly these writes. Waits for them first: the target shows a write
         a moment before the daemon's line about it reaches this process."""
+        assert self.wait_scale_lines(len(expected), timeout) == expected, self.output
+
+    def wait_scale_lines(self, count: int, timeout: float = 10.0) -> list[tuple[str, int, int]]:
+        """The daemon's scale lines once there are `count` of them (or the timeout passed)."""
         deadline = time.monotonic() + timeout * WAIT_SCALE
-        while len(self.scale_lines()) < len(expected) and time.monotonic() < deadline:
+        while len(self.scale_lines()) < count and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert self.scale_lines() == expected, self.output
+        return self.scale_lines()
 
     def wait_for_output(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
         deadline = time.monotonic() + timeout * WAIT_SCALE
