@@ -99,7 +99,10 @@ def test_sigusr1_dumps_every_thread_and_sigterm_still_stops(
         proc.wait_for_output(r"loaded: 1 rule\(s\) in force")  # running
         assert proc.process is not None
         proc.process.send_signal(signal.SIGUSR1)
-        proc.wait_for_output(r"Current thread 0x[0-9a-f]+")  # a stack per thread, and it lives on
+        # A stack per thread, and the daemon lives on. faulthandler marks the thread the signal
+        # interrupted "Current thread", and only when that thread held the GIL.
+        proc.wait_for_output(r"(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\)")
+        proc.wait_for_output(r'File "[^"]*/eventscaler/')
         assert proc.stop() == 0
     assert "received SIGTERM: finishing the runs in progress" in proc.output
     assert proc.output.rstrip().endswith("stopped")
