@@ -15,6 +15,9 @@ starting) and mu the processing rate:
   rate (Little's law with a time in the system of 1/mu), and the sample is the lower of the two.
 The median makes one noisy reading (the approximate count's error) move nothing, and the backlog
 term reacts at once to a queue that builds, so the window only sets how fast the base follows.
+While the samples rise (at least 80 % of their pairs, from 3 samples on), the arrivals are their
+Theil-Sen line's value now instead (the median of the pairwise slopes, the line through the
+samples' median): a median lags a ramp by half its window.
 
 processingRate may be derived from observed drain instead of given: over an interval where the
 backlog fell and was not empty at its end, the workers were busy throughout and arrivals are
@@ -31,6 +34,8 @@ from dataclasses import dataclass, replace
 
 from eventscaler.config import RateAware
 
+TREND_AGREEMENT = 0.8  # the share of sample pairs that must rise for a trend to count
+TREND_PAIRS = 3  # the fewest sample pairs a trend is drawn from (3 samples)
 DRAIN_MEMORY = 3600.0  # seconds an observed drain rate stays the best one
 _EPS = 1e-9
 
@@ -55,6 +60,7 @@ class Sizing:
     processing_rate: float | None
     target_drain_seconds: float
     derived: bool  # the processing rate comes from observed drain
+    trend: float | None = None  # msg/s per second: the samples' rising line gave the arrivals
 
     def describe(self) -> str:
         if self.needed is None or self.processing_rate is None:
@@ -63,11 +69,16 @@ class Sizing:
         if self.derived:
             rate += " (observed drain)"
         return (
-            f"rate-aware: arrivals {self.arrivals:.3g} msg/s (median of {self.samples} "
-            f"sample(s)), backlog {self.backlog:g}, processingRate {rate}: "
+            f"rate-aware: arrivals {self.arrivals:.3g} msg/s ({self._how()}), "
+            f"backlog {self.backlog:g}, processingRate {rate}: "
             f"({self.arrivals:.3g} + {self.backlog:g}/{self.target_drain_seconds:g}s) / "
             f"{self.processing_rate:.3g} -> {self.needed} replica(s) needed"
         )
+
+    def _how(self) -> str:
+        if self.trend is None:
+            return f"median of {self.samples} sample(s)"
+        return f"trend of {self.samples} samples, rising {self.trend:.3g} msg/s per s"
 
 
 def estimate(
@@ -79,17 +90,39 @@ def estimate(
     if rate is not None:
         memory = _add_sample(mode, memory, backlog, current, now, rate * most, rate)
     memory = replace(memory, last=(now, backlog, current))
-    values = [value for _, value in memory.samples]
-    arrivals = statistics.median(values) if values else 0.0
+    arrivals, trend = _arrivals_now(memory.samples, now)
     derived = mode.processing_rate is None
+    drain = mode.target_drain_seconds
     if rate is None:
-        return memory, Sizing(None, 0.0, 0, backlog, None, mode.target_drain_seconds, derived)
-    wanted = (arrivals + backlog / mode.target_drain_seconds) / rate
+        return memory, Sizing(None, 0.0, 0, backlog, None, drain, derived)
+    wanted = (arrivals + backlog / drain) / rate
     needed = max(math.ceil(wanted - _EPS), 0)
-    sizing = Sizing(
-        needed, arrivals, len(values), backlog, rate, mode.target_drain_seconds, derived
-    )
-    return memory, sizing
+    samples = len(memory.samples)
+    return memory, Sizing(needed, arrivals, samples, backlog, rate, drain, derived, trend)
+
+
+def _arrivals_now(
+    samples: tuple[tuple[float, float], ...], now: float
+) -> tuple[float, float | None]:
+    """(arrivals, the rising trend used or None): the median of the samples or, while they rise,
+    their Theil-Sen line's value now. The median of a window lags a ramp by half the window;
+    the line does not. Noise moves pairs of samples both ways, so a trend counts only when at
+    least TREND_AGREEMENT of the pairs rise, and it can only raise the estimate."""
+    if not samples:
+        return 0.0, None
+    level = statistics.median(value for _, value in samples)
+    slopes = [
+        (b - a) / (tb - ta)
+        for i, (ta, a) in enumerate(samples)
+        for tb, b in samples[i + 1 :]
+        if tb - ta > _EPS
+    ]
+    rising = sum(1 for slope in slopes if slope > 0)
+    if len(slopes) < TREND_PAIRS or rising < TREND_AGREEMENT * len(slopes):
+        return level, None
+    slope = statistics.median(slopes)
+    projected = statistics.median(value + slope * (now - when) for when, value in samples)
+    return (projected, slope) if projected > level else (level, None)
 
 
 def _interval(memory: RateMemory, now: float, current: int) -> tuple[float, float, int] | None:

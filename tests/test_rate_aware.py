@@ -2,7 +2,8 @@
 
 Scenarios covered:
 - decisions worked out by hand: from zero, the backlog alone (no rate yet); a busy interval's flow
-  balance; an idle interval bounded by mu x backlog, the median of the samples, and the same
+  balance; an idle interval bounded by mu x backlog, the median of the samples (or their rising
+  trend), and the same
   stabilization window as every rule; samples older than the window are dropped
 - the reason shows the estimate: arrivals, the samples, backlog, processingRate, needed replicas
 - processingRate derived from observed drain: the queue-length arithmetic until a drain is seen,
@@ -30,6 +31,7 @@ from eventscaler.config import (
     parse_rules_text,
 )
 from eventscaler.policy import Decision, Reading, RuleState, decide, initial_state
+from eventscaler.rate_aware import RateMemory, estimate
 from eventscaler.scenarios import scenario
 from eventscaler.simulate import (
     RATE_AWARE_LABEL,
@@ -84,13 +86,34 @@ def test_an_idle_interval_is_bounded_by_the_backlog_and_the_window_holds_the_cou
     assert [value for _, value in third.state.rate.samples] == [2.0, 4.0]
     assert (third.target, third.step) == (8, "stabilization")
     # t=45: 10 read at 8 replicas. Flow (10 - 40) / 15 + 2 x 8 = 14; idle (40 < 240): the sample
-    # is min(14, 2 x 10) = 14. Median of [2, 4, 14] = 4: ceil((4 + 1) / 2) = 3, still held.
+    # is min(14, 2 x 10) = 14. [2, 4, 14] rises in all 3 pairs (slopes 2/15, 12/30, 10/15), so
+    # the trend counts: median slope 0.4 msg/s per s, and the line now is median(2 + 0.4 x 30,
+    # 4 + 0.4 x 15, 14) = 14, over the median 4: ceil((14 + 1) / 2) = 8, the count as it is.
     fourth = tick(rule, 10, 8, third.state, 45)
     assert [value for _, value in fourth.state.rate.samples] == [2.0, 4.0, 14.0]
-    assert "arrivals 4 msg/s (median of 3 sample(s))" in fourth.reason
+    assert "arrivals 14 msg/s (trend of 3 samples, rising 0.4 msg/s per s)" in fourth.reason
+    assert fourth.target == 8
     # t=90: the samples of t=15 and t=30 are 60 s old or more, out of the 60 s window.
     fifth = tick(rule, 10, 8, fourth.state, 90)
     assert [when - T0 for when, _ in fifth.state.rate.samples] == [45.0, 90.0]
+
+
+def test_a_trend_counts_only_when_most_pairs_of_samples_rise() -> None:
+    mode = RateAware(1.0, 10.0, 600.0)
+
+    def arrivals(values: list[float]) -> tuple[float, float | None]:
+        memory = RateMemory(samples=tuple((15.0 * i, v) for i, v in enumerate(values)))
+        sizing = estimate(mode, memory, 0.0, 0, 15.0 * (len(values) - 1), 20)[1]
+        return sizing.arrivals, sizing.trend
+
+    # A ramp of 1 msg/s every 15 s: the median (2) lags it; the line is at 4 now.
+    assert arrivals([0, 1, 2, 3, 4]) == (4.0, pytest.approx(1 / 15))
+    # Noise about a level of 8: 7 of the 10 pairs rise, under 80 %: the median, no trend.
+    assert arrivals([8, 7, 9, 8, 10]) == (8.0, None)
+    # A fall never goes through the line: the median holds until the window moves on.
+    assert arrivals([4, 3, 2, 1, 0]) == (2.0, None)
+    # Two samples are one pair: too few to tell a trend from noise.
+    assert arrivals([1, 5]) == (3.0, None)
 
 
 def test_the_reason_shows_the_estimate() -> None:
