@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote, urlsplit
 from eventscaler import retry
 from eventscaler.fields import ConfigError, choices, parse_choice, parse_env_name, parse_str
 from eventscaler.redact import first_line, redact, register_secret
+from eventscaler.sources import azure_transport
 from eventscaler.sources.base import Field, KedaTrigger, Parser, optional
 
 if TYPE_CHECKING:
@@ -153,13 +154,21 @@ def _register_signature(sas: str) -> None:
 # the transport
 
 
-def pooled_transport(pool_size: int, timeout_seconds: float) -> _TransportBase:
-    """The SDK's requests transport, its pool `pool_size` connections per host.
+def pooled_transport(pool_size: int, timeout_seconds: float) -> Any:
+    """The Azure clients' transport, its pool `pool_size` connections per host: urllib3's pools
+    directly (eventscaler/sources/azure_transport.py), the SDK's requests transport for the
+    legacy requests none of the sources' calls make.
 
-    Its default keeps 10 connections per host: more concurrent reads would open and discard a
+    A default pool keeps 10 connections per host: more concurrent reads would open and discard a
     connection each (with a urllib3 warning every time). Retries stay off at this level; each
     source turns the SDK's own off too (ours, in eventscaler.retry, are bounded by the tick).
     """
+    legacy = functools.partial(requests_transport, pool_size, timeout_seconds)
+    return azure_transport.build(pool_size, timeout_seconds, legacy)
+
+
+def requests_transport(pool_size: int, timeout_seconds: float) -> _TransportBase:
+    """The SDK's requests transport, pooled the same way."""
     transport: _TransportBase = _pooled_transport_class()(
         pool_size, connection_timeout=timeout_seconds, read_timeout=timeout_seconds
     )
