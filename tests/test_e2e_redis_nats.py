@@ -26,9 +26,10 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from tests.conftest import write_rules
 from tests.support.cluster import Cluster, wait_for
-from tests.support.daemon_process import DaemonProcess, run_command
+from tests.support.daemon_process import run_command
 from tests.support.servers.nats import NatsServer
 from tests.support.servers.redis import RedisServer
+from tests.support.source_e2e import source_daemon
 from tests.test_e2e import SEEN_SOON
 
 pytestmark = pytest.mark.e2e
@@ -213,22 +214,6 @@ def rule(name: str, namespace: str, trigger: dict[str, Any], **fields: Any) -> d
     }
 
 
-def daemon(cluster: Cluster, rules: Path, env: dict[str, str], *extra: str) -> DaemonProcess:
-    args = [
-        "run",
-        "--config",
-        str(rules),
-        "--kubeconfig",
-        str(cluster.daemon_kubeconfig),
-        "--reload-interval",
-        "0.3",
-        "--log-level",
-        "DEBUG",
-        *extra,
-    ]
-    return DaemonProcess(args, env=env)
-
-
 def key_for(unique: str) -> str:
     return f"{unique}-{uuid.uuid4().hex[:4]}"
 
@@ -247,7 +232,7 @@ def test_flood_scales_zero_to_n_in_one_step_and_drain_back_to_zero(
     target = f"{cluster.namespace}/{unique}"
     count = 7 * backend.per_replica + 3  # ceil((7 x target + 3) / target) = 8
     # A pause set and removed by hand is seen at the target's next read: within a second here.
-    with daemon(cluster, rules, backend.env(), *SEEN_SOON) as proc:
+    with source_daemon(cluster, rules, backend.env(), *SEEN_SOON) as proc:
         proc.wait_for_output(rf"{target}: rule {unique}: 0 -> 0")  # it reads, idle at zero
         # NATS takes the messages one by one, which may take longer than a poll: the rule is
         # paused while they land, so the tick after the pause sees the whole flood at once.
@@ -289,7 +274,7 @@ def test_a_stopped_server_holds_the_replicas_and_a_restart_recovers(
     trigger = {**backend.trigger(key), "name": "backlog"}
     rules = write_rules(tmp_path / "rules.yaml", [rule(unique, cluster.namespace, trigger)])
     server: Any = backend.server  # type: ignore[attr-defined]
-    with daemon(cluster, rules, backend.env()) as proc:
+    with source_daemon(cluster, rules, backend.env()) as proc:
         backend.flood(key, 3 * backend.per_replica)
         wait_for(lambda: cluster.replicas(unique) == 3, 15, what="0 -> 3")
         server.stop()

@@ -48,6 +48,7 @@ from tests.conftest import write_rules
 from tests.support.cluster import Cluster, wait_for
 from tests.support.daemon_process import run_command
 from tests.support.servers.beanstalkd import BeanstalkdServer
+from tests.support.source_e2e import source_daemon
 from tests.support.source_tests import (
     COOLDOWN,
     POLL,
@@ -57,7 +58,6 @@ from tests.support.source_tests import (
     e2e_rule,
     load_trigger,
     sdk_loaded,
-    source_daemon,
     validate_error,
 )
 from tests.support.tcp_proxy import TcpProxy

@@ -67,6 +67,7 @@ from tests.support.cluster import Cluster, wait_for
 from tests.support.daemon_process import run_command
 from tests.support.servers.process import wait_until
 from tests.support.servers.rabbitmq import RabbitMqServer
+from tests.support.source_e2e import source_daemon
 from tests.support.source_tests import (
     COOLDOWN,
     POLL,
@@ -76,7 +77,6 @@ from tests.support.source_tests import (
     e2e_rule,
     load_trigger,
     sdk_loaded,
-    source_daemon,
     validate_error,
 )
 from tests.support.tcp_proxy import TcpProxy

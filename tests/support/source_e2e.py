@@ -39,8 +39,9 @@ def rule_for(
 
 
 def source_daemon(
-    cluster: Cluster, rules: Path, env: Mapping[str, str], *extra: str
+    cluster: Cluster, rules: Path, env: Mapping[str, str] | None = None, *extra: str
 ) -> DaemonProcess:
+    """The real daemon on `rules`, at DEBUG, with a free health port, and `extra` flags."""
     return DaemonProcess(
         ["run", "--config", str(rules), "--kubeconfig", str(cluster.daemon_kubeconfig),
          "--reload-interval", "0.3", "--log-level", "DEBUG", "--health-port", "0", *extra],

@@ -17,7 +17,6 @@ import yaml
 
 from eventscaler.config import parse_rules_text
 from eventscaler.triggers import Trigger
-from tests.support.cluster import Cluster
 from tests.support.daemon_process import REPO_ROOT, DaemonProcess, run_command
 
 POLL = 0.5  # seconds: short periods keep the end-to-end tests fast
@@ -83,17 +82,6 @@ def e2e_rule(name: str, namespace: str, trigger: dict[str, Any]) -> dict[str, An
         "cooldownPeriod": COOLDOWN,
         "triggers": [trigger],
     }
-
-
-def source_daemon(
-    cluster: Cluster, rules: Path, env: dict[str, str] | None = None
-) -> DaemonProcess:
-    """The real daemon on `rules`, at DEBUG, with a free health port."""
-    return DaemonProcess(
-        ["run", "--config", str(rules), "--kubeconfig", str(cluster.daemon_kubeconfig),
-         "--reload-interval", "0.3", "--log-level", "DEBUG", "--health-port", "0"],
-        env=env,
-    )  # fmt: skip
 
 
 def count_lines(daemon: DaemonProcess, pattern: str) -> int:
