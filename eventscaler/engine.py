@@ -244,7 +244,7 @@ class Engine:
             now = self._tick_time(rule, interval or rule.polling_interval)
         log = _RuleLog(rule, self._dry_run)
         try:
-            target, kept = self._targets.read(rule, fresh=fresh or conflicted)
+            target, kept = self._targets.read(rule, fresh=fresh or conflicted, interval=interval)
         except Exception as exc:
             error = f"cannot read the target {rule.scale_target.kind}: {exc}"
             return self._fail(Outcome(rule), log, error, FAILED_TARGET_READ)

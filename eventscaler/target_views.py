@@ -4,7 +4,8 @@ always right before a write.
 A steady tick, one that would change nothing, needs no fresh read of its target: it decides on
 the replicas and pause annotations of an earlier tick's read. The view is read again
 - on the first tick of a rule, and after a failed read or a failed write;
-- every `resync` seconds: a rule at `pollingInterval` P serves one read to at most
+- every `resync` seconds: a rule running every P seconds (its pollingInterval, or its
+  activePollingInterval while its target has replicas) serves one read to at most
   K = max(1, floor(resync / P)) ticks, and never one older than `resync` seconds (ticks skipped
   while not leading, or late, cannot stretch it);
 - right before every write (the engine asks for it with `fresh=True` when a decision on a kept
@@ -71,18 +72,23 @@ class TargetViews:
         self._kept: dict[str, _Kept] = {}
         self._lock = threading.Lock()
 
-    def ticks_per_read(self, rule: Rule) -> int:
-        """K: how many ticks of `rule` one read of its target serves, at most."""
+    def ticks_per_read(self, rule: Rule, interval: float | None = None) -> int:
+        """K: how many ticks of `rule` one read of its target serves, at most, when it runs every
+        `interval` seconds (its pollingInterval unless told: activePollingInterval while its
+        target has replicas)."""
         if self._resync <= 0:
             return 1
-        return max(1, math.floor(self._resync / rule.polling_interval))
+        return max(1, math.floor(self._resync / (interval or rule.polling_interval)))
 
-    def read(self, rule: Rule, fresh: bool = False) -> tuple[TargetView, bool]:
+    def read(
+        self, rule: Rule, fresh: bool = False, interval: float | None = None
+    ) -> tuple[TargetView, bool]:
         """The rule's target, and whether the view comes from an earlier tick's read (kept).
 
-        `fresh` always asks the API server (before a write). A failed read forgets the view."""
+        `fresh` always asks the API server (before a write). A failed read forgets the view.
+        `interval`: how often the rule runs now, for K."""
         if not fresh:
-            kept = self._take_kept(rule)
+            kept = self._take_kept(rule, interval)
             if kept is not None:
                 return kept, True
         try:
@@ -119,14 +125,14 @@ class TargetViews:
         with self._lock:
             return len(self._kept)
 
-    def _take_kept(self, rule: Rule) -> TargetView | None:
+    def _take_kept(self, rule: Rule, interval: float | None) -> TargetView | None:
         """The kept view if it may serve this tick (counting the tick), else None."""
         with self._lock:
             kept = self._kept.get(rule.name)
             if kept is None or kept.target != rule.target_key:
                 return None
             young = self._clock() - kept.read_at < self._resync
-            if not young or kept.ticks >= self.ticks_per_read(rule):
+            if not young or kept.ticks >= self.ticks_per_read(rule, interval):
                 return None
             kept.ticks += 1
             return kept.view

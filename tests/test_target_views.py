@@ -74,6 +74,22 @@ def ticks(views: TargetViews, rule: Rule, clock: Clock, count: int) -> list[bool
     return kept
 
 
+def test_k_counts_the_ticks_at_the_interval_the_rule_runs_at() -> None:
+    # pollingInterval 30 s, run every 15 s while its target has replicas (activePollingInterval):
+    # a 60 s resync serves 4 of those ticks, not the 2 of a 30 s interval.
+    scaler, clock = CountingScaler(), Clock()
+    views = TargetViews(scaler, 60.0, clock)
+    rule = make_rule(interval=30.0)
+    assert views.ticks_per_read(rule) == 2
+    assert views.ticks_per_read(rule, 15.0) == 4
+    kept = []
+    for _ in range(8):
+        kept.append(views.read(rule, interval=15.0)[1])
+        clock.now += 15.0
+    assert kept == [False, True, True, True, False, True, True, True]
+    assert len(scaler.reads) == 2
+
+
 @pytest.mark.parametrize(
     ("resync", "interval", "per_read"),
     [(30.0, 5.0, 6), (30.0, 7.0, 4), (30.0, 30.0, 1), (30.0, 60.0, 1), (0.0, 5.0, 1), (2, 0.5, 4)],
