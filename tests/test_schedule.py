@@ -111,7 +111,8 @@ def test_a_job_held_up_skips_its_runs_and_never_runs_twice_at_once(
     hold.set()
     wait_until(lambda: slow.runs >= 3, "the slow job to run again once free")
     assert slow.most_at_once == 1
-    assert "rule other" not in caplog.text
+    # (Not that "other" never skipped: on a loaded machine one of its 50 ms runs may overrun.)
+    assert other.most_at_once == 1
 
 
 def test_a_cancelled_job_never_runs_again(schedule: RuleSchedule) -> None:

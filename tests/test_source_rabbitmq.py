@@ -312,12 +312,14 @@ def test_message_rate_follows_the_publisher(
     rabbitmq_server.publish(queue, 1)
     trigger = http(queue, mode="MessageRate")
     stop = threading.Event()
+    published = [1]
 
     def publish_20_a_second() -> None:
         with rabbitmq_server.connect() as connection:
             channel = connection.channel()
             while not stop.is_set():
                 channel.basic_publish("", queue, b"tick")
+                published[0] += 1
                 time.sleep(0.05)
 
     publisher = threading.Thread(target=publish_20_a_second, daemon=True)
@@ -327,10 +329,15 @@ def test_message_rate_follows_the_publisher(
     finally:
         stop.set()
         publisher.join(10)
-    wait_until(lambda: rate_of(source.read(trigger)) == 0, STATS_DEADLINE, "rate back to 0")
-    # Nobody consumed: the messages published wait, and keep the trigger active (KEDA's rule).
+    # Nobody consumed: every message published waits, and keeps the trigger active (KEDA's rule)
+    # once the rate is back to 0. (How many were published depends on the machine's load.)
+    wait_until(
+        lambda: source.read(trigger) == Measured(0.0, float(published[0])),
+        STATS_DEADLINE,
+        f"rate back to 0 with the {published[0]} messages published waiting",
+    )
     reading = source.read(trigger)
-    assert isinstance(reading, Measured) and reading.value == 0 and reading.backlog > 20
+    assert isinstance(reading, Measured) and reading.backlog > 1
     regex = http(queue[:-3] + ".*", mode="MessageRate", use_regex=True)
     by_regex = source.read(regex)
     assert isinstance(by_regex, Measured) and by_regex.backlog == reading.backlog
