@@ -159,8 +159,12 @@ def test_fallback_lifts_from_zero_and_recovers(
         azurite.create_queue(unique)
         azurite.send_messages(unique, 10)  # the first good reading asks for 2
         wait_for(lambda: "[scale-down]" in proc.output or "[stabilization]" in proc.output, 10)
-        text = http_get(proc, "/metrics")
-        assert metric(text, "eventscaler_rule_fallback_active", rule=unique) == 0
+        # The gauge is set just after the decision's line is logged: wait for it too.
+        wait_for(
+            lambda: metric(http_get(proc, "/metrics"), "eventscaler_rule_fallback_active",
+                           rule=unique) == 0,
+            10, what="fallback_active back to 0",
+        )  # fmt: skip
         assert proc.stop() == 0
     assert [e for e in cluster.events(unique) if e.reason == "FallbackActive"]
 
