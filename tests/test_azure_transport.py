@@ -127,6 +127,13 @@ def test_the_proxy_of_the_environment_is_used(server: str, monkeypatch: pytest.M
     assert Recorder.seen[0][0] == "http://queues.invalid/q?comp=metadata"
 
 
+def test_a_clients_own_proxies_come_first(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # azure-core hands a client's `proxies` option to send(); it wins over the environment's.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
+    transport().send(HttpRequest("GET", "http://queues.invalid/own"), proxies={"http": server})
+    assert Recorder.seen[0][0] == "http://queues.invalid/own"
+
+
 def test_no_proxy_is_honoured(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")

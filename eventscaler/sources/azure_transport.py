@@ -7,7 +7,8 @@ urllib3 directly, and keep what `requests` gave them:
 
 - the CA bundle: REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE, else certifi's (as requests does);
   read once, not per call;
-- proxies: HTTPS_PROXY, HTTP_PROXY and NO_PROXY, read as requests reads them, once per host;
+- proxies: a client's own (azure-core's `proxies` option), else HTTPS_PROXY, HTTP_PROXY and
+  NO_PROXY, read as requests reads them, once per host;
 - the errors azure-core's pipeline, the retry and the error classes rely on: no connection is a
   ServiceRequestError, a connect timeout a ServiceRequestTimeoutError, a read timeout a
   ServiceResponseTimeoutError, a broken answer a ServiceResponseError;
@@ -30,7 +31,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 # The keyword arguments azure-core passes to a transport's send() that this transport reads.
-_CONSUMED = ("connection_timeout", "read_timeout", "connection_verify", "connection_cert")
+_CONSUMED = (
+    "connection_timeout",
+    "read_timeout",
+    "connection_verify",
+    "connection_cert",
+    "proxies",
+)
 
 
 def ca_bundle() -> str | bool:
@@ -104,9 +111,9 @@ def _transport_class() -> type:
             connect = options["connection_timeout"] or self._timeout
             read = options["read_timeout"] or self._timeout
             verify = options["connection_verify"]
-            manager = self._manager(
-                request.url, self._verify if verify is None else verify, options["connection_cert"]
-            )
+            proxy = self._proxy_for(request.url, options["proxies"])
+            verify = self._verify if verify is None else verify
+            manager = self._manager(proxy, verify, options["connection_cert"])
             try:
                 answer = manager.request(
                     request.method,
@@ -146,8 +153,7 @@ def _transport_class() -> type:
                     self._fallback = self._fallback_factory()
                 return self._fallback
 
-        def _manager(self, url: str, verify: Any, cert: Any) -> urllib3.PoolManager:
-            proxy = self._proxy_for(url)
+        def _manager(self, proxy: str | None, verify: Any, cert: Any) -> urllib3.PoolManager:
             key = (proxy, verify, cert)
             manager = self._managers.get(key)
             if manager is not None:
@@ -170,9 +176,9 @@ def _transport_class() -> type:
                 return urllib3.ProxyManager(proxy, **common)
             return urllib3.PoolManager(**common)
 
-        def _proxy_for(self, url: str) -> str | None:
+        def _proxy_for(self, url: str, given: dict[str, str] | None) -> str | None:
             parts = urlsplit(url)
-            proxies = self._proxies.get(parts.netloc)
+            proxies = given if given is not None else self._proxies.get(parts.netloc)
             if proxies is None:
                 import requests
 
