@@ -36,6 +36,9 @@ from eventscaler.config import RateAware
 
 TREND_AGREEMENT = 0.8  # the share of sample pairs that must rise for a trend to count
 TREND_PAIRS = 3  # the fewest sample pairs a trend is drawn from (3 samples)
+# The trend compares every pair: a long window (600 s at a 5 s interval is 120 samples, 7,140
+# pairs) is thinned evenly to this many samples first (276 pairs), the newest always kept.
+TREND_SAMPLES = 24
 DRAIN_MEMORY = 3600.0  # seconds an observed drain rate stays the best one
 _EPS = 1e-9
 
@@ -111,6 +114,7 @@ def _arrivals_now(
     if not samples:
         return 0.0, None
     level = statistics.median(value for _, value in samples)
+    samples = thinned(samples, TREND_SAMPLES)
     slopes = [
         (b - a) / (tb - ta)
         for i, (ta, a) in enumerate(samples)
@@ -123,6 +127,14 @@ def _arrivals_now(
     slope = statistics.median(slopes)
     projected = statistics.median(value + slope * (now - when) for when, value in samples)
     return (projected, slope) if projected > level else (level, None)
+
+
+def thinned(samples: tuple[tuple[float, float], ...], most: int) -> tuple[tuple[float, float], ...]:
+    """At most `most` (>= 2) of `samples`, evenly spread, the oldest and the newest kept."""
+    if len(samples) <= most:
+        return samples
+    step = (len(samples) - 1) / (most - 1)
+    return tuple(samples[round(i * step)] for i in range(most))
 
 
 def _interval(memory: RateMemory, now: float, current: int) -> tuple[float, float, int] | None:

@@ -31,7 +31,7 @@ from eventscaler.config import (
     parse_rules_text,
 )
 from eventscaler.policy import Decision, Reading, RuleState, decide, initial_state
-from eventscaler.rate_aware import RateMemory, estimate
+from eventscaler.rate_aware import TREND_SAMPLES, RateMemory, estimate, thinned
 from eventscaler.scenarios import scenario
 from eventscaler.simulate import (
     RATE_AWARE_LABEL,
@@ -114,6 +114,21 @@ def test_a_trend_counts_only_when_most_pairs_of_samples_rise() -> None:
     assert arrivals([4, 3, 2, 1, 0]) == (2.0, None)
     # Two samples are one pair: too few to tell a trend from noise.
     assert arrivals([1, 5]) == (3.0, None)
+
+
+def test_a_long_window_is_thinned_before_its_pairs_are_compared() -> None:
+    # 120 samples, 5 s apart (600 s at a 5 s interval): 24 of them, the first and last kept,
+    # evenly spread: index round(i x 119 / 23).
+    samples = tuple((5.0 * i, float(i)) for i in range(120))
+    kept = thinned(samples, TREND_SAMPLES)
+    assert len(kept) == TREND_SAMPLES == 24
+    assert (kept[0], kept[-1]) == (samples[0], samples[-1])
+    assert [when for when, _ in kept][:4] == [0.0, 25.0, 50.0, 80.0]  # indices 0, 5, 10, 16
+    assert thinned(samples[:24], 24) == samples[:24]
+    # The thinned samples still carry the ramp: 1 msg/s every 5 s, 119 now, over the median 59.5.
+    mode = RateAware(1.0, 10.0, 600.0)
+    sizing = estimate(mode, RateMemory(samples=samples), 0.0, 0, 5.0 * 119, 200)[1]
+    assert (sizing.arrivals, sizing.trend) == (pytest.approx(119.0), pytest.approx(0.2))
 
 
 def test_the_reason_shows_the_estimate() -> None:
