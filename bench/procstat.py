@@ -23,6 +23,43 @@ def read_rss_bytes(pid: int, key: str = "VmRSS") -> int | None:
     return None
 
 
+def memory_parts(smaps: str, largest: int = 4) -> dict[str, float]:
+    """Resident MiB by kind from the text of /proc/PID/smaps: the `largest` mapped files by
+    name, the other files, the brk heap, the thread stacks' and other anonymous pages."""
+    by_file: dict[str, int] = {}
+    parts = {"heap": 0, "stack": 0, "anonymous": 0}
+    name = ""
+    for line in smaps.splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            name = head[5] if len(head) == 6 else ""
+        elif line.startswith("Rss:"):
+            kib = int(line.split()[1])
+            if name.startswith("/"):
+                short = name.rsplit("/", 1)[-1]
+                by_file[short] = by_file.get(short, 0) + kib
+            elif name == "[heap]":
+                parts["heap"] += kib
+            elif name.startswith("[stack"):
+                parts["stack"] += kib
+            else:  # anonymous: Python's arenas, malloc's thread arenas, thread stacks
+                parts["anonymous"] += kib
+    top = sorted(by_file.items(), key=lambda item: -item[1])[:largest]
+    out = {f"file {short}": kib / 1024 for short, kib in top}
+    out["files, the rest"] = (sum(by_file.values()) - sum(kib for _, kib in top)) / 1024
+    out.update({key: kib / 1024 for key, kib in parts.items()})
+    return {key: round(value, 1) for key, value in out.items()}
+
+
+def read_memory_parts(pid: int) -> dict[str, float] | None:
+    """`memory_parts` of a running process; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as smaps:
+            return memory_parts(smaps.read())
+    except OSError:
+        return None
+
+
 def read_cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process (all its threads) in seconds; None once it is gone."""
     try:

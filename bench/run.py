@@ -62,6 +62,7 @@ from bench.procstat import (
     MIB,
     Sampler,
     read_cpu_seconds,
+    read_memory_parts,
     read_rss_bytes,
     read_system_busy_seconds,
 )
@@ -428,6 +429,8 @@ class RuleRun:
             background_cpu_cores=r3(max(0.0, busy - sum(used.values())) / (end - start)),
             hwm_mib=mib(read_rss_bytes(self.daemon.pid, "VmHWM")),
             hwm_age_s=r3(time.time() - self.daemon.started),
+            # Where the resident memory is, at the same moment (docs/performance.md).
+            memory_parts_mib=read_memory_parts(self.daemon.pid),
         )
         self._count_requests(start, end, intervals)
         if spy is not None:
@@ -874,6 +877,17 @@ def targets(report: dict[str, Any], interval: float) -> list[dict[str, Any]]:
     return checks
 
 
+def memory_lines(results: list[dict[str, Any]]) -> list[str]:
+    """Where each measured daemon's resident memory was when its VmHWM was read."""
+    lines = []
+    for r in results:
+        parts = r.get("memory_parts_mib")
+        if parts:
+            where = ", ".join(f"{key} {value:.1f}" for key, value in parts.items())
+            lines.append(f"resident memory at {r['rules']} rules, MiB: {where}")
+    return lines
+
+
 def render(report: dict[str, Any]) -> str:
     once = report.get("once")
     lines = [table(report["results"])]
@@ -888,6 +902,7 @@ def render(report: dict[str, Any]) -> str:
             f"idle daemon (0 rules): RSS {fmt(zero['rss_mib'], '.1f')} MiB, VmHWM "
             f"{fmt(zero['hwm_mib'], '.1f')} MiB"
         )
+    lines.extend(memory_lines(report["results"]))
     for r in report["results"]:
         mass = r.get("mass_event")
         if mass:

@@ -20,7 +20,13 @@ import pytest
 import yaml
 
 from bench.daemon import polling_cycles
-from bench.procstat import read_cpu_seconds, read_rss_bytes, read_system_busy_seconds
+from bench.procstat import (
+    memory_parts,
+    read_cpu_seconds,
+    read_memory_parts,
+    read_rss_bytes,
+    read_system_busy_seconds,
+)
 from bench.profile import import_times, read_collapsed, summarize
 from bench.readings import SOURCES as READING_SOURCES
 from bench.readings import (
@@ -33,7 +39,7 @@ from bench.readings import (
     table_line,
     wait_for_reading,
 )
-from bench.run import percentile, table, targets, write_rules
+from bench.run import memory_lines, percentile, table, targets, write_rules
 from bench.sources import BENCH_SOURCES
 from eventscaler.sources import SOURCE_MODULES
 from eventscaler.sources.base import SourceError
@@ -71,6 +77,9 @@ def test_nearest_rank_percentile() -> None:
 
 def test_proc_readers_see_this_process() -> None:
     assert (read_rss_bytes(os.getpid()) or 0) > 1024 * 1024
+    parts = read_memory_parts(os.getpid()) or {}
+    # This process maps libpython or the interpreter, and has anonymous pages of its own.
+    assert parts["anonymous"] > 0 and any(key.startswith("file ") for key in parts)
     assert (read_cpu_seconds(os.getpid()) or 0) > 0
     assert read_system_busy_seconds() > 0
     assert read_rss_bytes(2**22 + 12345) is None  # beyond pid_max: no such process
@@ -116,6 +125,40 @@ def test_import_times_by_package() -> None:
     assert result["by_package_s"] == {"kubernetes": 0.5, "yaml": 0.003}
 
 
+SMAPS = """\
+55d0a1a00000-55d0a1c00000 rw-p 00000000 00:00 0                          [heap]
+Size:               2048 kB
+Rss:                1536 kB
+7f00aa000000-7f00aa100000 rw-p 00000000 00:00 0
+Size:               1024 kB
+Rss:                1024 kB
+7f00ab000000-7f00ab200000 r-xp 00001000 08:01 42                         /usr/lib/libcrypto.so.3
+Size:               2048 kB
+Rss:                 512 kB
+7f00ab200000-7f00ab210000 r--p 00201000 08:01 42                         /usr/lib/libcrypto.so.3
+Rss:                 512 kB
+7f00ac000000-7f00ac010000 r-xp 00000000 08:01 43                         /venv/x/_rust.abi3.so
+Rss:                2048 kB
+7f00ad000000-7f00ad010000 r-xp 00000000 08:01 44                         /usr/lib/libz.so.1
+Rss:                 256 kB
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+Rss:                 128 kB
+"""
+
+
+def test_memory_parts_from_smaps() -> None:
+    parts = memory_parts(SMAPS, largest=2)
+    # Both libcrypto mappings add up; libz, outside the 2 largest, is "the rest".
+    assert parts == {
+        "file _rust.abi3.so": 2.0,
+        "file libcrypto.so.3": 1.0,
+        "files, the rest": 0.2,
+        "heap": 1.5,
+        "stack": 0.1,
+        "anonymous": 1.0,
+    }
+
+
 def test_table_and_targets() -> None:
     results = [
         {"rules": 0, "hwm_mib": 50.0, "startup_rules_loaded_s": 0.9},
@@ -129,6 +172,7 @@ def test_table_and_targets() -> None:
             "reaction": {"median_s": 2.5, "p95_s": 5.2},
             "hwm_mib": 75.0,
             "hwm_age_s": 61.0,
+            "memory_parts_mib": {"file libcrypto.so.3": 4.0, "anonymous": 36.0},
             "reads_per_rule_per_tick": 0.17,
             "writes_per_tick": 0.0,
             "startup_first_decision_s": 1.2,
@@ -147,6 +191,9 @@ def test_table_and_targets() -> None:
     assert verdicts["mass event at 1000 rules (one interval + 1.5x bare)"]["met"]
     assert verdicts["reaction p95 at 1000 rules"]["met"]
     assert verdicts["writes per quiet tick at 1000 rules"]["met"]
+    assert memory_lines(results) == [
+        "resident memory at 1000 rules, MiB: file libcrypto.so.3 4.0, anonymous 36.0"
+    ]
     results[1]["writes_per_tick"] = 2.0
     results[1]["mass_event"]["until_all_scaled_s"] = 12.0
     verdicts = {t["target"]: t for t in targets(report, 5.0)}
