@@ -25,7 +25,7 @@ def read_rss_bytes(pid: int, key: str = "VmRSS") -> int | None:
 
 def memory_parts(smaps: str, largest: int = 4) -> dict[str, float]:
     """Resident MiB by kind from the text of /proc/PID/smaps: the `largest` mapped files by
-    name, the other files, the brk heap, the thread stacks' and other anonymous pages."""
+    name, the other files, the brk heap, the main thread's stack, the other anonymous pages."""
     by_file: dict[str, int] = {}
     parts = {"heap": 0, "stack": 0, "anonymous": 0}
     name = ""
