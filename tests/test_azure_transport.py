@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import http.server
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 from azure.core import exceptions as errors
 from azure.core.pipeline.transport import HttpRequest as LegacyRequest
 from azure.core.rest import HttpRequest
 
 from eventscaler.sources import azure_transport
+from tests.support.kubeapi_tls import generate_tls_material
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):
@@ -169,3 +173,33 @@ def test_the_ca_bundle_comes_from_the_environment_as_requests_reads_it(
     assert azure_transport.ca_bundle() == "/curl.pem"
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/requests.pem")
     assert azure_transport.ca_bundle() == "/requests.pem"
+
+
+def test_https_is_verified_by_default_and_trusts_the_bundle_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls = generate_tls_material(tmp_path)  # a CA of its own, which certifi's bundle lacks
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert_path, tls.key_path)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{httpd.server_address[1]}/tls"
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    Recorder.seen = []
+    try:
+        with pytest.raises(errors.ServiceRequestError):  # certifi's bundle: not trusted
+            transport().send(HttpRequest("GET", url))
+        ca = tmp_path / "ca.pem"
+        ca.write_bytes(tls.ca_pem)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        assert transport().send(HttpRequest("GET", url)).status_code == 207
+        # A client's own connection_verify (as azure-core passes it) wins over the environment.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())
+        sent = transport().send(HttpRequest("GET", url), connection_verify=str(ca))
+        assert sent.status_code == 207
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert [path for path, _ in Recorder.seen] == ["/tls", "/tls"]

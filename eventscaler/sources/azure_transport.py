@@ -111,8 +111,8 @@ def _transport_class() -> type:
             connect = options["connection_timeout"] or self._timeout
             read = options["read_timeout"] or self._timeout
             verify = options["connection_verify"]
-            proxy = self._proxy_for(request.url, options["proxies"])
             verify = self._verify if verify is None else verify
+            proxy = self._proxy_for(request.url, options["proxies"])
             manager = self._manager(proxy, verify, options["connection_cert"])
             try:
                 answer = manager.request(
